@@ -1,0 +1,1 @@
+"""Bags to episode datasets: preprocessing, conversion, loading and inspection."""

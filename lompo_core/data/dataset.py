@@ -1,0 +1,207 @@
+"""The episode dataset of DESIGN.md: one ``.npz`` per episode plus ``meta.json``.
+
+Keys follow the Dreamer/V-D4RL convention: ``action[t]`` is the action that led to ``image[t]``
+(``action[0]`` is zeros) and ``reward[t]`` is received on arriving at ``image[t]``. Episodes are
+loaded one at a time (memory independent of the dataset's size) and checked on load, so that a
+bad file is named, not discovered as a shape error deep inside training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lompo_core.errors import DatasetError
+
+SCHEMA_VERSION = 1
+META_FILE = "meta.json"
+IMAGE_SHAPE = (64, 64, 3)
+
+# key -> (dtype, trailing shape; None for the action dimension)
+KEYS: dict[str, tuple[np.dtype, tuple]] = {
+    "image": (np.dtype(np.uint8), IMAGE_SHAPE),
+    "action": (np.dtype(np.float32), (None,)),
+    "reward": (np.dtype(np.float32), ()),
+    "is_first": (np.dtype(bool), ()),
+    "is_last": (np.dtype(bool), ()),
+    "is_terminal": (np.dtype(bool), ()),
+}
+
+Episode = dict[str, np.ndarray]
+
+
+def validate_episode(ep: Episode, where: str | Path, action_dim: int | None = None) -> int:
+    """Check keys, dtypes and shapes; return the episode's length. Raises DatasetError."""
+    missing = [k for k in KEYS if k not in ep]
+    if missing:
+        raise DatasetError(f"{where}: missing key(s) {', '.join(missing)}")
+    length = None
+    for key, (dtype, tail) in KEYS.items():
+        arr = ep[key]
+        if arr.dtype != dtype:
+            raise DatasetError(f"{where}: key {key!r} has dtype {arr.dtype}, expected {dtype}")
+        if arr.ndim != 1 + len(tail) or any(
+            want is not None and got != want for got, want in zip(arr.shape[1:], tail, strict=False)
+        ):
+            shape = ("T", *("A" if t is None else t for t in tail))
+            raise DatasetError(f"{where}: key {key!r} has shape {arr.shape}, expected {shape}")
+        if length is None:
+            length = arr.shape[0]
+        elif arr.shape[0] != length:
+            raise DatasetError(
+                f"{where}: key {key!r} has {arr.shape[0]} steps, 'image' has {length}"
+            )
+    if not length:
+        raise DatasetError(f"{where}: empty episode (0 steps)")
+    if action_dim is not None and ep["action"].shape[1] != action_dim:
+        raise DatasetError(
+            f"{where}: key 'action' has dimension {ep['action'].shape[1]}, dataset says {action_dim}"
+        )
+    for key in ("action", "reward"):
+        if not np.all(np.isfinite(ep[key])):
+            raise DatasetError(f"{where}: key {key!r} holds NaN or Inf")
+    if not ep["is_first"][0]:
+        raise DatasetError(f"{where}: 'is_first' must be true at step 0")
+    return int(length)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file so that readers see either nothing or all of it."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_episode(path: Path, ep: Episode, compress: bool = False) -> str:
+    """Validate and write one episode atomically; return the file's sha256."""
+    import io
+
+    validate_episode(ep, path)
+    buf = io.BytesIO()
+    (np.savez_compressed if compress else np.savez)(buf, **{k: ep[k] for k in KEYS})
+    data = buf.getvalue()
+    atomic_write_bytes(Path(path), data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_episode(path: Path, action_dim: int | None = None) -> Episode:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            ep = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: episode file not found") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise DatasetError(f"{path}: not a readable .npz episode ({exc})") from None
+    validate_episode(ep, path, action_dim)
+    return ep
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def content_hash(episode_hashes: list[str]) -> str:
+    """One hash for a dataset: the sha256 of its episodes' sha256s in file order."""
+    return hashlib.sha256("\n".join(episode_hashes).encode()).hexdigest()
+
+
+def write_meta(root: Path, meta: dict[str, Any]) -> None:
+    atomic_write_bytes(Path(root) / META_FILE, json.dumps(meta, indent=2).encode())
+
+
+@dataclass(frozen=True)
+class EpisodeInfo:
+    file: str
+    length: int
+    ret: float
+    success: bool
+
+
+class EpisodeDataset:
+    """A dataset folder: its metadata and lazily loaded episodes.
+
+    ``meta.json`` holds at least ``schema_version``, ``action`` (``names``, ``unit``, ``max``),
+    ``preprocessing`` and ``episodes`` (a list of ``{file, length, return, success, sha256}``).
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        meta_path = self.root / META_FILE
+        if not self.root.is_dir():
+            raise DatasetError(f"{self.root}: dataset folder not found")
+        if not meta_path.is_file():
+            raise DatasetError(
+                f"{meta_path}: missing; is {self.root} a dataset made by lompo convert?"
+            )
+        try:
+            self.meta: dict[str, Any] = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{meta_path}: not valid JSON ({exc})") from None
+        version = self.meta.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise DatasetError(
+                f"{meta_path}: schema_version {version!r}, this lompo reads {SCHEMA_VERSION}"
+            )
+        try:
+            self.episodes = [
+                EpisodeInfo(e["file"], int(e["length"]), float(e["return"]), bool(e["success"]))
+                for e in self.meta["episodes"]
+            ]
+            self.action_dim = len(self.meta["action"]["names"])
+        except (KeyError, TypeError) as exc:
+            raise DatasetError(f"{meta_path}: missing field {exc}") from None
+        if not self.episodes:
+            raise DatasetError(f"{self.root}: the dataset holds no episodes")
+
+    def __len__(self) -> int:
+        return len(self.episodes)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.array([e.length for e in self.episodes], np.int64)
+
+    @property
+    def total_steps(self) -> int:
+        return int(self.lengths.sum())
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        return dict(self.meta.get("preprocessing", {}))
+
+    @property
+    def hash(self) -> str:
+        return str(self.meta.get("content_hash", ""))
+
+    def load(self, index: int) -> Episode:
+        info = self.episodes[index]
+        ep = load_episode(self.root / info.file, self.action_dim)
+        if len(ep["image"]) != info.length:
+            raise DatasetError(
+                f"{self.root / info.file}: {len(ep['image'])} steps, {META_FILE} says {info.length}"
+            )
+        return ep
+
+    def __iter__(self) -> Iterator[Episode]:
+        for i in range(len(self)):
+            yield self.load(i)
