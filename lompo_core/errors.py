@@ -15,3 +15,7 @@ class DatasetError(LompoError):
 
 class PolicyError(LompoError):
     """An exported policy is missing, corrupt or does not match its sidecar."""
+
+
+class ImageError(LompoError):
+    """An image or image message cannot be decoded (encoding, size, step or data at fault)."""
