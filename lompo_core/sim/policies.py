@@ -77,7 +77,7 @@ class MediumPolicy:
     name = "medium"
 
     def __init__(
-        self, detour_prob: float = 0.08, detour_len: tuple[int, int] = (6, 20), noise: float = 0.3
+        self, detour_prob: float = 0.06, detour_len: tuple[int, int] = (6, 20), noise: float = 0.3
     ) -> None:
         self._expert = ExpertPolicy()
         self._random = RandomPolicy(hold=detour_len)
