@@ -1,0 +1,154 @@
+"""Soft actor-critic in latent space: tanh-Gaussian actor, twin critics, learned temperature.
+
+The reference code used a deterministic actor with twin critics (TD3-like, research-lompo.md
+section 2.6). We use SAC, the paper's framing: its entropy bonus keeps the actor exploring inside the
+model rollouts, which the reference got from fixed action noise.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from lompo_core.config import AgentConfig
+from lompo_core.model.networks import mlp
+
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+
+class Actor(nn.Module):
+    def __init__(self, feat_dim: int, action_dim: int, hidden: int, layers: int) -> None:
+        super().__init__()
+        self.action_dim = action_dim
+        self.net = mlp(feat_dim, hidden, 2 * action_dim, layers)
+
+    def _dist(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = self.net(feat).chunk(2, -1)
+        # A smooth squash keeps the std in range without a dead gradient at the bounds.
+        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1.0)
+        return mean, log_std
+
+    def forward(
+        self, feat: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterised sample in [-1, 1] and its log-probability (tanh-corrected)."""
+        mean, log_std = self._dist(feat)
+        std = log_std.exp()
+        noise = torch.randn(mean.shape, device=mean.device, generator=generator)
+        u = mean + std * noise
+        action = torch.tanh(u)
+        logp = (-0.5 * noise.square() - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        # log|d tanh(u)/du| = 2 (log 2 - u - softplus(-2u)), the numerically stable form.
+        logp = logp - (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
+        return action, logp
+
+    def mode(self, feat: torch.Tensor) -> torch.Tensor:
+        """The deterministic action used when acting: tanh of the mean."""
+        return torch.tanh(self._dist(feat)[0])
+
+
+class TwinCritic(nn.Module):
+    def __init__(self, feat_dim: int, action_dim: int, hidden: int, layers: int) -> None:
+        super().__init__()
+        self.q1 = mlp(feat_dim + action_dim, hidden, 1, layers)
+        self.q2 = mlp(feat_dim + action_dim, hidden, 1, layers)
+
+    def forward(
+        self, feat: torch.Tensor, action: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.cat([feat, action], -1)
+        return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
+
+
+class SAC(nn.Module):
+    """Holds the networks and the temperature; ``update`` is one gradient step on a batch.
+
+    ``actor`` and ``critic`` may be swapped for DistributedDataParallel wrappers of themselves
+    (see ``wrap``): the update calls them through ``self.actor_fwd``/``self.critic_fwd`` so that
+    gradients are averaged across ranks, and uses the bare modules where no gradient is wanted.
+    """
+
+    def __init__(self, cfg: AgentConfig, feat_dim: int, action_dim: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.actor = Actor(feat_dim, action_dim, cfg.hidden, cfg.actor_layers)
+        self.critic = TwinCritic(feat_dim, action_dim, cfg.hidden, cfg.critic_layers)
+        self.critic_target = TwinCritic(feat_dim, action_dim, cfg.hidden, cfg.critic_layers)
+        self.critic_target.load_state_dict(self.critic.state_dict())
+        self.critic_target.requires_grad_(False)
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(cfg.init_alpha)))
+        te = cfg.target_entropy
+        self.target_entropy = float(-action_dim if te is None else te)
+        self.actor_fwd: nn.Module = self.actor
+        self.critic_fwd: nn.Module = self.critic
+        self._allreduce = None
+
+    def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        c = self.cfg
+        return {
+            "actor": torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr),
+            "critic": torch.optim.Adam(self.critic.parameters(), lr=c.critic_lr),
+            "alpha": torch.optim.Adam([self.log_alpha], lr=c.alpha_lr),
+        }
+
+    def wrap(self, wrapper, allreduce) -> None:
+        """Route the gradient-carrying calls through ``wrapper(module)`` (DDP); ``allreduce``
+        averages the temperature's gradient, which no module owns."""
+        self.actor_fwd = wrapper(self.actor)
+        self.critic_fwd = wrapper(self.critic)
+        self._allreduce = allreduce
+
+    def update(
+        self, batch: dict[str, torch.Tensor], opt: dict[str, torch.optim.Optimizer]
+    ) -> dict[str, torch.Tensor]:
+        c = self.cfg
+        feat, action, reward = batch["feat"], batch["action"], batch["reward"]
+        next_feat, terminal = batch["next_feat"], batch["terminal"]
+        alpha = self.log_alpha.exp().detach()
+
+        with torch.no_grad():
+            next_action, next_logp = self.actor(next_feat)
+            tq1, tq2 = self.critic_target(next_feat, next_action)
+            next_v = torch.min(tq1, tq2) - alpha * next_logp
+            target = reward + c.discount * (1.0 - terminal) * next_v
+        q1, q2 = self.critic_fwd(feat, action)
+        critic_loss = 0.5 * ((q1 - target).square().mean() + (q2 - target).square().mean())
+        opt["critic"].zero_grad(set_to_none=True)
+        critic_loss.backward()
+        nn.utils.clip_grad_norm_(self.critic.parameters(), c.grad_clip)
+        opt["critic"].step()
+
+        # The actor's loss goes through the critic, whose weights must not move with it.
+        self.critic.requires_grad_(False)
+        new_action, logp = self.actor_fwd(feat)
+        nq1, nq2 = self.critic(feat, new_action)
+        actor_loss = (alpha * logp - torch.min(nq1, nq2)).mean()
+        opt["actor"].zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.critic.requires_grad_(True)
+        nn.utils.clip_grad_norm_(self.actor.parameters(), c.grad_clip)
+        opt["actor"].step()
+
+        alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
+        opt["alpha"].zero_grad(set_to_none=True)
+        alpha_loss.backward()
+        if self._allreduce is not None:
+            self._allreduce(self.log_alpha.grad)
+        opt["alpha"].step()
+
+        with torch.no_grad():
+            for p, tp in zip(
+                self.critic.parameters(), self.critic_target.parameters(), strict=True
+            ):
+                tp.lerp_(p, c.tau)
+        return {
+            "agent/critic_loss": critic_loss.detach(),
+            "agent/actor_loss": actor_loss.detach(),
+            "agent/alpha": alpha,
+            "agent/entropy": -logp.detach().mean(),
+            "agent/q": torch.min(q1, q2).detach().mean(),
+            "agent/target": target.mean(),
+        }

@@ -1,0 +1,272 @@
+"""Training configuration: typed dataclasses, named presets from ``presets.yaml``, overrides.
+
+The dataclass defaults are the reference implementation's values (research-lompo.md); a preset
+changes only what differs from them, and ``key=value`` overrides (dotted keys, YAML values) come
+last. The resolved config is what a run saves in its folder and what a resume compares against.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lompo_core.errors import LompoError
+
+PRESETS_FILE = Path(__file__).with_name("presets.yaml")
+
+
+@dataclass
+class ModelConfig:
+    depth: int = 32  # conv channels of the first layer; later layers double
+    deter: int = 256  # GRU state
+    stoch: int = 64  # diagonal Gaussian state
+    hidden: int = 256
+    heads: int = 7  # K prior heads sharing the GRU
+    min_std: float = 0.1
+    reward_layers: int = 2
+    cont_layers: int = 3
+    kl_scale: float = 1.0
+    cont_scale: float = 10.0
+
+
+@dataclass
+class WorldConfig:
+    """The model phase: ELBO updates on dataset sequences."""
+
+    steps: int = 25_000
+    batch: int = 64
+    length: int = 50
+    lr: float = 6e-4
+    eps: float = 1e-7
+    grad_clip: float = 100.0
+
+
+@dataclass
+class AgentConfig:
+    """The policy phase: SAC in latent space on real and penalised model transitions."""
+
+    steps: int = 100_000
+    batch: int = 512  # real + model transitions per update
+    real_fraction: float = 0.5  # 1:1 mix; 1.0 (or rollouts: false) trains on real data only
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    alpha_lr: float = 3e-4
+    init_alpha: float = 0.1
+    target_entropy: float | None = None  # None: -action_dim
+    discount: float = 0.99
+    tau: float = 5e-3
+    hidden: int = 256
+    actor_layers: int = 4
+    critic_layers: int = 3
+    grad_clip: float = 100.0
+    # uncertainty penalty: "log_prob" (std over heads of log p_k(s')) or "mean" (disagreement)
+    penalty: str = "log_prob"
+    lmbda: float = 5.0
+    rollouts: bool = True  # False: "no model rollouts" baseline
+    horizon: int = 5
+    rollout_batch: int = 3200  # start states per rollout batch
+    rollout_every: int = 200  # agent updates between two rollout batches
+    model_buffer_min: int = 50_000  # model transitions before the first update (capped by capacity)
+    buffer_capacity: int = 0  # 0: as many transitions as the dataset holds
+    encode_chunk: int = 64  # sequence length the posterior encodes episodes in
+
+
+@dataclass
+class DataConfig:
+    holdout: float = 0.05  # fraction of episodes kept out of model training (figures, eval loss)
+    cache_episodes: int = 512  # decoded episodes kept in memory by the sequence sampler
+
+
+@dataclass
+class LogConfig:
+    every: int = 50  # updates between metric lines
+    model_checkpoint_every: int = 1000
+    agent_checkpoint_every: int = 5000
+    keep_checkpoints: int = 3  # older ones are deleted (the last is always kept)
+    figure_sequences: int = 4
+    figure_length: int = 30
+    figure_context: int = 5  # frames filtered by the posterior before the open-loop rollout
+    progress: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """Optional evaluation in the simulated drawer task during the policy phase."""
+
+    every: int = 0  # agent updates between evaluations; 0 = off
+    episodes: int = 5
+    seed: int = 100_000
+    max_steps: int = 150
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # torch.set_num_threads; 0 = all cores
+    model: ModelConfig = field(default_factory=ModelConfig)
+    world: WorldConfig = field(default_factory=WorldConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "config") -> Config:
+        cfg = cls()
+        for key, value in _flatten(d).items():
+            _set(cfg, key, value, where)
+        validate(cfg)
+        return cfg
+
+
+# Keys that may differ between the first run and a resume: they change speed, not results' meaning.
+RUNTIME_KEYS = ("device", "threads", "log.progress")
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def all_keys(cfg: Any = None, prefix: str = "") -> list[str]:
+    cfg = Config() if cfg is None else cfg
+    keys = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            keys += all_keys(value, f"{prefix}{f.name}.")
+        else:
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
+def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key, where)
+            except LompoError:
+                pass
+        raise LompoError(f"{where}: {key}={value!r} is not a {tp}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise LompoError(f"{where}: {key}={value!r} must be true or false")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)  # 1e5 is a float in YAML
+        raise LompoError(f"{where}: {key}={value!r} must be an integer")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise LompoError(f"{where}: {key}={value!r} must be a number")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise LompoError(f"{where}: {key}={value!r} must be a string")
+    raise TypeError(f"unsupported config type {tp} for {key}")
+
+
+def _set(cfg: Config, key: str, value: Any, where: str) -> None:
+    parts = key.split(".")
+    obj: Any = cfg
+    for part in parts[:-1]:
+        sub = getattr(obj, part, None)
+        if not dataclasses.is_dataclass(sub):
+            _unknown(key, where)
+        obj = sub
+    hints = typing.get_type_hints(type(obj))
+    name = parts[-1]
+    if name not in hints or dataclasses.is_dataclass(getattr(obj, name)):
+        _unknown(key, where)
+    setattr(obj, name, _coerce(value, hints[name], key, where))
+
+
+def _unknown(key: str, where: str) -> typing.NoReturn:
+    close = difflib.get_close_matches(key, all_keys(), n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise LompoError(f"{where}: unknown config key {key!r}{hint}")
+
+
+def validate(cfg: Config) -> None:
+    checks = [
+        (cfg.model.heads >= 1, "model.heads must be at least 1"),
+        (cfg.world.length >= 2, "world.length must be at least 2"),
+        (cfg.world.batch >= 1 and cfg.agent.batch >= 2, "batch sizes must be positive"),
+        (0.0 < cfg.agent.real_fraction <= 1.0, "agent.real_fraction must be in (0, 1]"),
+        (cfg.agent.penalty in ("log_prob", "mean"), "agent.penalty must be log_prob or mean"),
+        (cfg.agent.lmbda >= 0.0, "agent.lmbda must be >= 0"),
+        (cfg.agent.horizon >= 1, "agent.horizon must be at least 1"),
+        (0.0 <= cfg.data.holdout < 1.0, "data.holdout must be in [0, 1)"),
+        (cfg.log.figure_context < cfg.log.figure_length, "log.figure_context < figure_length"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise LompoError(f"config: {msg}")
+
+
+def load_presets(path: Path = PRESETS_FILE) -> dict[str, dict[str, Any]]:
+    data = yaml.safe_load(Path(path).read_text())
+    if not isinstance(data, dict):
+        raise LompoError(f"{path}: expected a mapping of preset names")
+    return data
+
+
+def parse_overrides(items: typing.Iterable[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise LompoError(f"override {item!r}: expected key=value, e.g. agent.lmbda=0")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            out[key.strip()] = raw
+    return out
+
+
+def resolve(preset: str = "cpu", overrides: typing.Iterable[str] = ()) -> Config:
+    """The config of ``preset`` with ``key=value`` overrides applied, validated."""
+    presets = load_presets()
+    if preset not in presets:
+        raise LompoError(f"unknown preset {preset!r}; choose one of {', '.join(presets)}")
+    cfg = Config.from_dict(presets[preset] or {}, where=f"{PRESETS_FILE.name}:{preset}")
+    for key, value in parse_overrides(overrides).items():
+        _set(cfg, key, value, where="override")
+    validate(cfg)
+    return cfg
+
+
+def differences(a: Config, b: Config, ignore: typing.Iterable[str] = RUNTIME_KEYS) -> list[str]:
+    """Keys whose values differ between two configs, as ``key: a -> b`` lines."""
+    fa, fb = _flatten(a.to_dict()), _flatten(b.to_dict())
+    skip = set(ignore)
+    return [f"{k}: {fa[k]!r} -> {fb[k]!r}" for k in fa if k not in skip and fa[k] != fb[k]]

@@ -1,0 +1,97 @@
+"""One recurrent step of the trained policy, the module that ``lompo export`` traces to ONNX.
+
+Image in, action out, with the latent state carried by the caller. The step filters with the
+posterior *mean* and acts with the actor's *mode*: no sampling and no Python branches on tensor
+values, so the traced graph is the whole computation and the same inputs give the same outputs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lompo_core.errors import LompoError
+from lompo_core.model.rssm import uncertainty
+
+
+class PolicyStep(nn.Module):
+    def __init__(self, world_model: nn.Module, actor: nn.Module, penalty: str = "log_prob") -> None:
+        super().__init__()
+        self.encoder = world_model.encoder
+        self.rssm = world_model.rssm
+        self.actor = actor
+        self.penalty = penalty
+        self.action_dim: int = int(world_model.rssm.action_dim)
+        self.deter_dim: int = int(world_model.rssm.deter_dim)
+        self.stoch_dim: int = int(world_model.rssm.stoch_dim)
+
+    def forward(
+        self,
+        image: torch.Tensor,
+        prev_action: torch.Tensor,
+        deter: torch.Tensor,
+        stoch: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """image uint8 [B,64,64,3], prev_action [B,A], deter [B,D], stoch [B,S] (zeros at the start
+        of an episode, as in training) -> action [B,A] in [-1,1], deter' [B,D], stoch' [B,S]
+        (posterior mean) and the uncertainty [B] of the transition that led to this image."""
+        embed = self.encoder(image)
+        deter = self.rssm.deter_step(stoch, deter, prev_action)
+        prior_mean, prior_std = self.rssm.prior_all(deter)
+        stoch, _ = self.rssm.posterior(deter, embed)
+        u = uncertainty(prior_mean, prior_std, stoch, self.penalty)
+        action = self.actor.mode(torch.cat([stoch, deter], -1))
+        return action, deter, stoch, u
+
+
+def load_policy_step(run_dir: str | Path) -> tuple[PolicyStep, dict[str, Any]]:
+    """The policy of a run's latest checkpoint (eval mode, CPU) and what export needs about it.
+
+    ``info``: ``config`` (the resolved config dict), ``dataset`` (path, hash, preprocessing,
+    action: names, unit, max), ``step`` (agent updates done), ``seed``, ``checkpoint`` (its path).
+    """
+    from lompo_core.agent import checkpoint
+    from lompo_core.agent.sac import Actor
+    from lompo_core.config import Config
+    from lompo_core.model.world_model import WorldModel
+
+    run = Path(run_dir)
+    import yaml
+
+    cfg_path, ds_path = run / "config.yaml", run / "dataset.json"
+    for p in (cfg_path, ds_path):
+        if not p.is_file():
+            raise LompoError(f"{p}: missing; is {run} a run folder made by lompo train?")
+    cfg_dict = yaml.safe_load(cfg_path.read_text())
+    cfg = Config.from_dict(cfg_dict, where=str(cfg_path))
+    dataset = json.loads(ds_path.read_text())
+    path = checkpoint.last_path(run)
+    if path is None:
+        raise LompoError(f"{run}: no checkpoint yet; train first (lompo train --run {run} ...)")
+    state = checkpoint.load(path)
+    if state.get("phase") == "model":
+        raise LompoError(
+            f"{path}: the run is still in its model phase and has no trained policy yet"
+        )
+    action_dim = len(dataset["action"]["names"])
+    wm = WorldModel(cfg.model, action_dim)
+    wm.load_state_dict(state["world_model"])
+    feat = cfg.model.stoch + cfg.model.deter
+    actor = Actor(feat, action_dim, cfg.agent.hidden, cfg.agent.actor_layers)
+    actor.load_state_dict(
+        {k.removeprefix("actor."): v for k, v in state["sac"].items() if k.startswith("actor.")}
+    )
+    step = PolicyStep(wm, actor, cfg.agent.penalty).eval()
+    step.requires_grad_(False)
+    info = {
+        "config": cfg.to_dict(),
+        "dataset": dataset,
+        "step": int(state["agent_step"]),
+        "seed": cfg.seed,
+        "checkpoint": str(path),
+    }
+    return step, info
