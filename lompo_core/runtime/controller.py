@@ -1,0 +1,242 @@
+"""The safety controller: every decision a policy node makes about what to send, in pure Python.
+
+The node only wires ROS to it, so each rule here is tested without ROS. The policy proposes an
+action per image; the controller decides what reaches the robot:
+
+- states ``inactive`` (send nothing but zeros), ``active`` and ``halted`` (latched; only
+  ``reset()`` leaves it, so that a human or a new episode acknowledges the fault);
+- a watchdog: no fresh valid image within ``image_timeout_s`` -> zero command;
+- clamp to ``max_action`` and limit the change per step to ``max_action_change``;
+- NaN or Inf anywhere (image, action, uncertainty, clock) -> zero command and halt;
+- uncertainty above the threshold for ``uncertainty_patience`` steps in a row -> warn, hold
+  (zero command while it lasts) or halt.
+
+Stopping is never rate limited: a zero command goes out at once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from lompo_core.errors import LompoError
+from lompo_core.runtime.result import NONFINITE, RuntimeResult
+from lompo_core.sim.drawer import ActionScaling
+
+INACTIVE = "inactive"
+ACTIVE = "active"
+HALTED = "halted"
+ON_UNCERTAIN = ("warn", "hold", "halt")
+
+
+@dataclass
+class ControllerConfig:
+    image_timeout_s: float = 0.5  # watchdog: no fresh image for this long -> zero command
+    max_action: float = 1.0  # clamp, normalised units
+    max_action_change: float = 0.5  # rate limit per step, normalised units
+    uncertainty_threshold: float | None = None  # None: the sidecar's calibrated value
+    uncertainty_patience: int = 5  # consecutive steps above threshold before acting
+    on_uncertain: str = "hold"  # "warn" | "hold" (zero command) | "halt"
+    start_active: bool = True
+
+    def validate(self) -> None:
+        """Raise LompoError naming the first bad field (a node's parameters come from YAML)."""
+        if not (_finite(self.image_timeout_s) and self.image_timeout_s > 0):
+            raise LompoError(f"image_timeout_s must be > 0, got {self.image_timeout_s!r}")
+        if not (_finite(self.max_action) and 0 < self.max_action <= 1):
+            raise LompoError(f"max_action must be in (0, 1], got {self.max_action!r}")
+        if not (_finite(self.max_action_change) and self.max_action_change > 0):
+            raise LompoError(f"max_action_change must be > 0, got {self.max_action_change!r}")
+        if self.uncertainty_threshold is not None and not _valid_threshold(
+            self.uncertainty_threshold
+        ):
+            raise LompoError(
+                f"uncertainty_threshold must be a number >= 0 (inf disables it) or None, "
+                f"got {self.uncertainty_threshold!r}"
+            )
+        if not isinstance(self.uncertainty_patience, int) or self.uncertainty_patience < 1:
+            raise LompoError(
+                f"uncertainty_patience must be an integer >= 1, got {self.uncertainty_patience!r}"
+            )
+        if self.on_uncertain not in ON_UNCERTAIN:
+            raise LompoError(
+                f"on_uncertain must be one of {', '.join(ON_UNCERTAIN)}, got {self.on_uncertain!r}"
+            )
+
+
+@dataclass
+class Decision:
+    action: np.ndarray  # float32 [A] normalised, what to send (zeros when stopped)
+    command: np.ndarray  # the physical command, action_scaling.to_physical(action)
+    state: str  # "inactive" | "active" | "halted"
+    reason: str  # "ok", "watchdog: no image for 0.73 s", "nan in action", ...
+    intervened: bool  # the controller changed or zeroed the policy's action
+
+
+class Controller:
+    """Turns runtime results and timer ticks into Decisions. Not thread safe: one caller."""
+
+    def __init__(self, config: ControllerConfig, action_scaling: ActionScaling, threshold: float):
+        config.validate()
+        chosen = (
+            config.uncertainty_threshold if config.uncertainty_threshold is not None else threshold
+        )
+        if not _valid_threshold(chosen):
+            raise LompoError(f"uncertainty threshold must be a number >= 0, got {chosen!r}")
+        self.config = config
+        self.action_scaling = action_scaling
+        self.action_dim = len(action_scaling.max_speed)
+        self.threshold = float(chosen)
+        self.state = ACTIVE if config.start_active else INACTIVE
+        self.halt_reason = ""
+        self._last_image_s: float | None = None
+        self._last_sent = np.zeros(self.action_dim, np.float32)
+        self._uncertain_steps = 0
+
+    # -- state changes -------------------------------------------------------------------------
+
+    def activate(self) -> None:
+        """inactive -> active. A halted controller stays halted: only reset() clears a fault."""
+        if self.state == INACTIVE:
+            self.state = ACTIVE
+            # Start from rest: the watchdog waits for a fresh image, the rate limit ramps from 0.
+            self._last_image_s = None
+            self._last_sent[:] = 0
+
+    def deactivate(self) -> None:
+        """active -> inactive (zeros from now on). A halt stays latched."""
+        if self.state == ACTIVE:
+            self.state = INACTIVE
+            self._last_sent[:] = 0
+
+    def reset(self) -> None:
+        """A new episode: clear the counters; leaves ``halted`` for ``active``."""
+        if self.state == HALTED:
+            self.state = ACTIVE
+        self.halt_reason = ""
+        self._last_image_s = None
+        self._last_sent[:] = 0
+        self._uncertain_steps = 0
+
+    # -- decisions -----------------------------------------------------------------------------
+
+    def on_result(self, result: RuntimeResult, now_s: float) -> Decision:
+        """Decide what to send after a runtime step on a fresh image."""
+        try:
+            return self._on_result(result, now_s)
+        except Exception as exc:  # a malformed result must still end in a zero command
+            return self._halt(f"controller: malformed result ({type(exc).__name__}: {exc})")
+
+    def on_timer(self, now_s: float) -> Decision | None:
+        """Watchdog tick: a zero Decision when active and the last valid image is stale."""
+        if self.state != ACTIVE:
+            return None
+        if not _finite(now_s):
+            return self._halt(f"{NONFINITE}: clock reads {now_s!r}")
+        if self._last_image_s is None:
+            return self._stop("watchdog: no image yet")
+        age = float(now_s) - self._last_image_s
+        if age > self.config.image_timeout_s:
+            return self._stop(f"watchdog: no image for {age:.2f} s")
+        return None
+
+    def _on_result(self, result: RuntimeResult, now_s: float) -> Decision:
+        if self.state == HALTED:
+            return self._zero(f"halted: {self.halt_reason}", intervened=True)
+        if not _finite(now_s):
+            return self._halt(f"{NONFINITE}: clock reads {now_s!r}")
+        if not result.ok:
+            reason = str(result.reason)
+            if reason.startswith(NONFINITE):
+                return self._halt(reason)
+            # A bad frame is skipped with a zero command; it does not feed the watchdog, so a
+            # camera that only sends garbage is also caught as "no image".
+            return self._stop(f"no action: {reason}")
+        action = np.asarray(result.action, dtype=np.float64).reshape(-1)
+        if action.shape != (self.action_dim,):
+            return self._halt(
+                f"action has {action.size} values, the action scaling names {self.action_dim}"
+            )
+        if not np.all(np.isfinite(action)):
+            return self._halt(f"{NONFINITE}: NaN or Inf in action {action.tolist()}")
+        uncertainty = float(result.uncertainty)
+        if not math.isfinite(uncertainty):
+            return self._halt(f"{NONFINITE}: uncertainty is {uncertainty}")
+
+        self._last_image_s = float(now_s)
+        if self.state == INACTIVE:
+            return self._zero("inactive", intervened=bool(np.any(action != 0)))
+
+        uncertain_note = ""
+        if uncertainty > self.threshold:
+            self._uncertain_steps += 1
+        else:
+            self._uncertain_steps = 0
+        if self._uncertain_steps >= self.config.uncertainty_patience:
+            what = (
+                f"uncertainty {uncertainty:.4g} > {self.threshold:.4g} "
+                f"for {self._uncertain_steps} steps"
+            )
+            if self.config.on_uncertain == "halt":
+                return self._halt(what)
+            if self.config.on_uncertain == "hold":
+                return self._stop(f"hold: {what}")
+            uncertain_note = f"warn: {what}"
+
+        limit = self.config.max_action
+        clamped = np.clip(action, -limit, limit)
+        step = self.config.max_action_change
+        last = self._last_sent.astype(np.float64)
+        limited = np.clip(clamped, last - step, last + step)
+        notes = []
+        if np.any(clamped != action):
+            notes.append("clamped")
+        if np.any(limited != clamped):
+            notes.append("rate limited")
+        if uncertain_note:
+            notes.insert(0, uncertain_note)
+        out = limited.astype(np.float32)
+        self._last_sent = out.copy()
+        intervened = bool(np.any(out != action.astype(np.float32)))
+        return self._decision(out, "; ".join(notes) or "ok", intervened)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _decision(self, action: np.ndarray, reason: str, intervened: bool) -> Decision:
+        return Decision(
+            action=action,
+            command=self.action_scaling.to_physical(action),
+            state=self.state,
+            reason=reason,
+            intervened=intervened,
+        )
+
+    def _zero(self, reason: str, intervened: bool) -> Decision:
+        self._last_sent = np.zeros(self.action_dim, np.float32)
+        return self._decision(np.zeros(self.action_dim, np.float32), reason, intervened)
+
+    def _stop(self, reason: str) -> Decision:
+        return self._zero(reason, intervened=True)
+
+    def _halt(self, reason: str) -> Decision:
+        if self.state != HALTED:
+            self.halt_reason = reason
+        self.state = HALTED
+        return self._zero(f"halt: {reason}", intervened=True)
+
+
+def _finite(x: object) -> bool:
+    try:
+        return math.isfinite(float(x))  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
+def _valid_threshold(x: object) -> bool:
+    try:
+        value = float(x)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return not math.isnan(value) and value >= 0

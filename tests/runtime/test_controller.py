@@ -1,0 +1,174 @@
+"""The safety controller's rules, one by one, on hand-made runtime results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lompo_core.errors import LompoError
+from lompo_core.runtime import Controller, ControllerConfig, RuntimeResult
+from lompo_core.sim.drawer import ActionScaling
+
+SCALING = ActionScaling(
+    names=("linear.x", "linear.y", "linear.z"), unit="m/s", max_speed=(0.1,) * 3
+)
+
+
+def result(action=(0.2, -0.1, 0.0), uncertainty: float = 0.1, ok: bool = True, reason="ok"):
+    return RuntimeResult(
+        ok=ok,
+        reason=reason,
+        action=np.asarray(action, np.float32),
+        uncertainty=uncertainty,
+        model_image=None,
+        latency_s=0.0,
+    )
+
+
+def make(threshold: float = 1.0, **config) -> Controller:
+    return Controller(ControllerConfig(**config), SCALING, threshold)
+
+
+def test_passes_a_good_action_through_and_scales_it():
+    c = make()
+    d = c.on_result(result(), 0.0)
+    assert (d.state, d.reason, d.intervened) == ("active", "ok", False)
+    np.testing.assert_array_equal(d.action, np.float32([0.2, -0.1, 0.0]))
+    np.testing.assert_allclose(d.command, [0.02, -0.01, 0.0], rtol=1e-6)
+    assert d.action.dtype == np.float32
+
+
+def test_inactive_sends_zeros_until_activated():
+    c = make(start_active=False)
+    d = c.on_result(result(), 0.0)
+    assert (d.state, d.reason, d.intervened) == ("inactive", "inactive", True)
+    assert not d.action.any() and not d.command.any()
+    assert c.on_timer(10.0) is None  # nothing to watch while inactive
+    c.activate()
+    assert c.on_result(result(), 0.1).reason == "ok"
+    c.deactivate()
+    assert c.on_result(result(), 0.2).state == "inactive"
+
+
+def test_clamp_and_rate_limit():
+    c = make(max_action=0.5, max_action_change=0.3)
+    d = c.on_result(result((0.9, -0.2, 0.0)), 0.0)
+    # clamped to 0.5, then limited to 0.3 away from the last command (0 at the start)
+    np.testing.assert_allclose(d.action, [0.3, -0.2, 0.0], atol=1e-7)
+    assert d.intervened and "clamped" in d.reason and "rate limited" in d.reason
+    d = c.on_result(result((0.9, -0.2, 0.0)), 0.1)
+    np.testing.assert_allclose(d.action, [0.5, -0.2, 0.0], atol=1e-7)
+    assert d.reason == "clamped"
+    d = c.on_result(result((-1.0, -0.2, 0.0)), 0.2)
+    np.testing.assert_allclose(d.action, [0.2, -0.2, 0.0], atol=1e-7)
+    assert "rate limited" in d.reason
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        result((np.nan, 0.0, 0.0)),
+        result((0.0, np.inf, 0.0)),
+        result(uncertainty=float("nan")),
+        result(ok=False, reason="nonfinite: NaN or Inf in the input image (dtype float32)"),
+    ],
+)
+def test_nonfinite_halts_until_reset(bad):
+    c = make()
+    c.on_result(result((0.4, 0.4, 0.4)), 0.0)
+    d = c.on_result(bad, 0.1)
+    assert d.state == "halted" and d.intervened and not d.action.any()
+    assert d.reason.startswith("halt: ") and "nonfinite" in d.reason
+    # Latched: good results, activate() and the timer do not clear it.
+    c.activate()
+    d = c.on_result(result(), 0.2)
+    assert d.state == "halted" and d.reason.startswith("halted: ") and not d.action.any()
+    assert c.on_timer(5.0) is None
+    c.reset()
+    d = c.on_result(result(), 0.3)
+    assert (d.state, d.reason) == ("active", "ok")
+
+
+def test_wrong_action_size_halts():
+    d = make().on_result(result((0.1, 0.1)), 0.0)
+    assert d.state == "halted" and "2 values" in d.reason and d.action.shape == (3,)
+
+
+def test_malformed_result_object_halts_without_raising():
+    d = make().on_result(object(), 0.0)  # type: ignore[arg-type]
+    assert d.state == "halted" and d.reason.startswith("halt: controller: malformed result")
+
+
+def test_bad_frame_gives_zero_and_keeps_running():
+    c = make()
+    c.on_result(result(), 0.0)
+    d = c.on_result(result(ok=False, reason="decode: unsupported image encoding 'yuv422'"), 0.1)
+    assert d.state == "active" and d.intervened and not d.action.any()
+    assert d.reason == "no action: decode: unsupported image encoding 'yuv422'"
+    # after a zero the rate limit ramps up again from zero
+    d = c.on_result(result((0.9, 0.0, 0.0)), 0.2)
+    np.testing.assert_allclose(d.action, [0.5, 0.0, 0.0])
+
+
+def test_watchdog():
+    c = make(image_timeout_s=0.5)
+    d = c.on_timer(0.0)
+    assert d is not None and d.reason == "watchdog: no image yet" and not d.action.any()
+    c.on_result(result(), 1.0)
+    assert c.on_timer(1.3) is None
+    d = c.on_timer(1.73)
+    assert d is not None and d.reason == "watchdog: no image for 0.73 s" and d.state == "active"
+    assert not d.command.any()
+    # Bad frames are not fresh images: the watchdog still fires.
+    c.on_result(result(ok=False, reason="decode: empty image (0x0)"), 1.8)
+    assert c.on_timer(1.9).reason.startswith("watchdog")
+    c.on_result(result(), 2.0)
+    assert c.on_timer(2.1) is None
+    assert c.on_timer(float("nan")).state == "halted"
+
+
+@pytest.mark.parametrize("mode", ["warn", "hold", "halt"])
+def test_uncertainty_patience(mode):
+    c = make(threshold=0.5, uncertainty_patience=3, on_uncertain=mode)
+    high, low = result(uncertainty=0.9), result(uncertainty=0.1)
+    assert c.on_result(high, 0.0).reason == "ok"
+    assert c.on_result(high, 0.1).reason == "ok"
+    assert c.on_result(low, 0.2).reason == "ok"  # the count restarts
+    c.on_result(high, 0.3)
+    c.on_result(high, 0.4)
+    d = c.on_result(high, 0.5)
+    assert "uncertainty 0.9 > 0.5 for 3 steps" in d.reason
+    if mode == "warn":
+        assert d.reason.startswith("warn: ") and d.state == "active" and d.action.any()
+    elif mode == "hold":
+        assert d.reason.startswith("hold: ") and d.state == "active" and not d.action.any()
+        assert c.on_result(low, 0.6).reason == "ok"  # resumes when back in distribution
+    else:
+        assert d.reason.startswith("halt: ") and d.state == "halted" and not d.action.any()
+
+
+def test_config_threshold_overrides_the_sidecar():
+    c = make(threshold=100.0, uncertainty_threshold=0.5, uncertainty_patience=1)
+    assert c.threshold == 0.5
+    assert c.on_result(result(uncertainty=0.6), 0.0).reason.startswith("hold: ")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("image_timeout_s", 0.0),
+        ("max_action", 1.5),
+        ("max_action_change", float("nan")),
+        ("uncertainty_threshold", -1.0),
+        ("uncertainty_patience", 0),
+        ("on_uncertain", "panic"),
+    ],
+)
+def test_bad_config_is_refused_naming_the_field(field, value):
+    with pytest.raises(LompoError, match=field):
+        make(**{field: value})
+
+
+def test_bad_sidecar_threshold_is_refused():
+    with pytest.raises(LompoError, match="threshold"):
+        make(threshold=float("nan"))
