@@ -1,0 +1,571 @@
+"""``lompo convert``: robot bags -> the episode dataset of DESIGN.md, streaming and atomic.
+
+One pass per bag in arrival order; messages are put back in header-stamp order within a short
+look-back, aligned (``align.py``), and each episode is written as soon as it ends, so memory does
+not grow with the bag. The dataset is built in a hidden folder beside ``out`` and renamed into place
+at the end: a failure leaves no partial dataset behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lompo_core.data import bagread as br
+from lompo_core.data.align import AlignedEpisode, Aligner, episode_arrays
+from lompo_core.data.convert_config import ConvertConfig
+from lompo_core.data.dataset import (
+    META_FILE,
+    SCHEMA_VERSION,
+    EpisodeDataset,
+    content_hash,
+    save_episode,
+    write_meta,
+)
+from lompo_core.data.preprocess import Preprocessing, decode_image, preprocess
+from lompo_core.errors import BagError, DatasetError, ImageError, LompoError
+
+CLIP_EPS = 1e-6  # a command at exactly the limit is not "clipped" after float rounding
+RATE_PROBE = 100  # action messages read to infer the control rate
+RATE_MISMATCH = 0.1  # relative rate difference between bags that is refused
+
+
+@dataclass
+class SourceReport:
+    """One converted bag, as recorded in meta.json["sources"]."""
+
+    path: str
+    format: str
+    size_bytes: int
+    sha256: str
+    episodes: int = 0
+    steps: int = 0
+    frames: int = 0
+    frames_used: int = 0
+    commands: int = 0
+    action_values: int = 0
+    clipped_values: int = 0
+    dropped_episodes: int = 0
+    image_type: str = ""
+    image_encoding: str = ""
+    image_size: list[int] = field(default_factory=list)
+    action_type: str = ""
+    action_dim: int = 0
+    action_rate_hz: float | None = None
+    ends: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class ConvertReport:
+    out: Path
+    bags_converted: int
+    bags_skipped: int  # --append: already in the dataset (same content hash)
+    episodes: int  # added by this run
+    steps: int
+    episodes_total: int  # in the dataset now
+    frames_read: int
+    frames_used: int
+    dropped_episodes: int
+    successes: int
+    clipped_fraction: float  # of the action values (not steps) clipped to [-1, 1]
+    rate_hz: float
+    seconds: float
+
+    def summary(self) -> str:
+        return (
+            f"{self.out}: {self.bags_converted} bag(s) converted"
+            + (f", {self.bags_skipped} already in the dataset" if self.bags_skipped else "")
+            + f"; {self.episodes} new episode(s), {self.steps} steps at {self.rate_hz:g} Hz "
+            f"({self.successes} successful, {self.dropped_episodes} too short dropped); "
+            f"{self.frames_used}/{self.frames_read} frames used; "
+            f"{self.clipped_fraction:.2%} of action values clipped; "
+            f"dataset holds {self.episodes_total} episodes; {self.seconds:.1f} s"
+        )
+
+
+# -- the one function the rest of lompo calls ---------------------------------------------------
+def convert(
+    bags: list[Path],
+    out: Path,
+    config: ConvertConfig | None = None,
+    overwrite: bool = False,
+    append: bool = False,
+    progress: bool = False,
+) -> ConvertReport:
+    """Convert bags (files, rosbag2 folders, or folders of them) into the dataset ``out``."""
+    start = time.perf_counter()
+    config = config or ConvertConfig()
+    out = Path(out)
+    if overwrite and append:
+        raise LompoError("--overwrite and --append exclude each other")
+    existing: dict[str, Any] | None = None
+    if out.exists():
+        if append:
+            existing = EpisodeDataset(out).meta
+        elif not overwrite:
+            raise FileExistsError(
+                f"{out} already exists; pass --overwrite to replace it or --append to add bags"
+            )
+    paths = [p for p in br.find_bags([Path(b) for b in bags]) if not _inside(p, out)]
+    labels = _load_labels(config.labels) if config.reward == "labels" else None
+    if existing is not None:
+        config = _compatible(config, existing, out)
+
+    hasher = ThreadPoolExecutor(max_workers=1)  # hashing overlaps reading: another core's work
+    hashes: dict[Path, Future[str]] = {p: hasher.submit(br.bag_hash, p) for p in paths}
+    skipped = 0
+    if existing is not None:
+        known = {s["sha256"] for s in existing.get("sources", [])}
+        todo = [p for p in paths if hashes[p].result() not in known]
+        skipped = len(paths) - len(todo)
+        paths = todo
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        writer = _EpisodeWriter(tmp, out, config, existing, labels)
+        rate = config.rate_hz or (existing or {}).get("rate_hz")
+        rate_source = "given" if config.rate_hz else ("dataset" if rate else "inferred")
+        sources: list[SourceReport] = []
+        from tqdm import tqdm
+
+        bar = tqdm(total=0, unit="frame", desc="convert", disable=not progress)
+        try:
+            for path in paths:
+                if rate is None:
+                    rate = _probe_actions(path, config)[1]
+                src = _convert_bag(path, config, float(rate), rate_source, writer, bar, out)
+                src.sha256 = hashes[path].result()
+                sources.append(src)
+        finally:
+            bar.close()
+        if rate is None:  # --append with nothing new and no rate anywhere: keep the old value
+            rate = (existing or {}).get("rate_hz", 0.0)
+        meta = writer.meta(sources, float(rate), rate_source)
+        write_meta(tmp, meta)
+        _swap(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        hasher.shutdown(wait=True, cancel_futures=True)
+
+    values = sum(s.action_values for s in sources)
+    return ConvertReport(
+        out=out,
+        bags_converted=len(sources),
+        bags_skipped=skipped,
+        episodes=sum(s.episodes for s in sources),
+        steps=sum(s.steps for s in sources),
+        episodes_total=len(meta["episodes"]),
+        frames_read=sum(s.frames for s in sources),
+        frames_used=sum(s.frames_used for s in sources),
+        dropped_episodes=sum(s.dropped_episodes for s in sources),
+        successes=writer.new_successes,
+        clipped_fraction=sum(s.clipped_values for s in sources) / values if values else 0.0,
+        rate_hz=float(rate),
+        seconds=time.perf_counter() - start,
+    )
+
+
+# -- one bag ------------------------------------------------------------------------------------
+def _probe_actions(path: Path, config: ConvertConfig) -> tuple[int, float]:
+    """(action dimension, control rate from the median period of the first commands)."""
+    with br.Bag(path, config.distro) as bag:
+        msgtype = bag.require(config.action_topic, br.ACTION_TYPES, "action", "--action-topic")
+        get, _ = br.action_reader(msgtype, config.action.fields)
+        stamps, dim = [], 0
+        for topic, mtype, t, raw in bag.raw_messages([config.action_topic]):
+            msg = bag.deserialize(raw, mtype, topic)
+            stamps.append(br.header_stamp(msg, t))
+            dim = dim or len(get(msg))
+            if len(stamps) >= RATE_PROBE:
+                break
+    periods = np.diff(np.array(stamps, np.int64))
+    periods = periods[periods > 0]
+    if len(periods) == 0:
+        raise BagError(
+            f"{path}: action topic {config.action_topic!r}: too few distinct stamps to infer the "
+            "control rate; pass --rate HZ"
+        )
+    return dim, 1e9 / float(np.median(periods))
+
+
+def _convert_bag(
+    path: Path,
+    config: ConvertConfig,
+    rate: float,
+    rate_source: str,
+    writer: _EpisodeWriter,
+    bar: Any,
+    out: Path,
+) -> SourceReport:
+    dim, bag_rate = _probe_actions(path, config)
+    if rate_source != "given" and abs(bag_rate - rate) > RATE_MISMATCH * rate:
+        raise BagError(
+            f"{path}: action topic {config.action_topic!r} runs at {bag_rate:.3g} Hz, the other "
+            f"bags at {rate:.3g} Hz; convert them separately or pass --rate HZ"
+        )
+    dt, tol, gap = config.timing(rate)
+    src = SourceReport(
+        path=os.path.relpath(path.resolve(), out.resolve().parent),
+        format=br.bag_format(path),
+        size_bytes=br.bag_size(path),
+        sha256="",
+        action_rate_hz=round(bag_rate, 6),
+        action_dim=dim,
+    )
+    limits = np.array(config.action.limits(dim), np.float64)
+    p = config.preprocessing
+    with br.Bag(path, config.distro) as bag:
+        image_topic, action_topic = config.image_topic, config.action_topic
+        src.image_type = bag.require(image_topic, br.IMAGE_TYPES, "image", "--image-topic")
+        src.action_type = bag.require(action_topic, br.ACTION_TYPES, "action", "--action-topic")
+        get_action, _ = br.action_reader(src.action_type, config.action.fields)
+        reward_topic = success_topic = None
+        if config.reward == "topic":
+            reward_topic = config.reward_topic
+            bag.require(
+                reward_topic,
+                br.REWARD_TYPES,
+                "reward",
+                "--reward-topic, or choose --success-topic, --labels or --reward none",
+            )
+        if config.reward == "success" or (
+            config.reward != "labels" and config.success_topic in bag.topics
+        ):
+            success_topic = config.success_topic
+            bag.require(success_topic, br.SUCCESS_TYPES, "success", "--success-topic")
+        bar.total += bag.topics[image_topic].count
+        bar.refresh()
+
+        def decode(msg: Any, stamp: int) -> np.ndarray:
+            try:
+                rgb = decode_image(msg)
+            except ImageError as exc:
+                raise BagError(
+                    f"{path}: topic {image_topic!r}: image at {stamp} ns: {exc}"
+                ) from None
+            if not src.image_size:
+                src.image_size = [int(rgb.shape[1]), int(rgb.shape[0])]
+                src.image_encoding = str(getattr(msg, "encoding", getattr(msg, "format", "")))
+            return preprocess(rgb, p)
+
+        index = 0
+
+        def emit(ep: AlignedEpisode) -> None:
+            nonlocal index
+            writer.write(ep, path, index, src)
+            index += 1
+
+        aligner = Aligner(
+            dt,
+            tol,
+            gap,
+            dim,
+            decode,
+            emit,
+            config.min_length,
+            config.max_length,
+            success_ends=success_topic is not None,
+        )
+        order = br.StampOrder(path, int(config.max_latency_s * 1e9))
+        topics = [t for t in (image_topic, action_topic, reward_topic, success_topic) if t]
+        frames = 0
+        for topic, msgtype, t, raw in bag.raw_messages(topics):
+            msg = bag.deserialize(raw, msgtype, topic)
+            stamp = br.header_stamp(msg, t)
+            if topic == image_topic:
+                order.push(topic, stamp, t, 0, msg)
+                frames += 1
+                if frames % 256 == 0:
+                    bar.update(256)
+            elif topic == action_topic:
+                order.push(
+                    topic, stamp, t, 2, _normalise(get_action(msg), limits, src, path, topic)
+                )
+            elif topic == reward_topic:
+                order.push(topic, stamp, t, 1, float(msg.data))
+            else:
+                order.push(topic, stamp, t, 1, bool(msg.data))
+            for item in order.pop_ready(t):
+                _dispatch(aligner, item, image_topic, action_topic, reward_topic)
+        for item in order.pop_all():
+            _dispatch(aligner, item, image_topic, action_topic, reward_topic)
+        aligner.finish()
+        bar.update(frames % 256)
+
+    st = aligner.stats
+    src.frames, src.frames_used, src.commands = st.images, st.images_used, st.commands
+    src.dropped_episodes, src.ends = st.dropped, dict(st.ends)
+    if st.episodes == 0:
+        raise BagError(_no_episode_reason(path, config, st))
+    return src
+
+
+def _normalise(
+    command: np.ndarray, limits: np.ndarray, src: SourceReport, path: Path, topic: str
+) -> np.ndarray:
+    if command.shape != limits.shape:
+        raise BagError(
+            f"{path}: action topic {topic!r}: a command with {command.size} values, expected "
+            f"{limits.size} (the first command's size and the config's action max)"
+        )
+    if not np.all(np.isfinite(command)):
+        raise BagError(f"{path}: action topic {topic!r}: a command holds NaN or Inf")
+    action = command / limits
+    src.action_values += action.size
+    src.clipped_values += int(np.count_nonzero(np.abs(action) > 1.0 + CLIP_EPS))
+    return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+
+def _dispatch(aligner: Aligner, item: tuple[int, str, Any], image: str, action: str, reward: Any):
+    stamp, topic, value = item
+    if topic == image:
+        aligner.image(stamp, value)
+    elif topic == action:
+        aligner.command(stamp, value)
+    elif topic == reward:
+        aligner.reward(stamp, value)
+    else:
+        aligner.success(stamp, value)
+
+
+def _no_episode_reason(path: Path, config: ConvertConfig, st: Any) -> str:
+    def span(a: int | None, b: int | None) -> str:
+        return f"{a / 1e9:.3f} .. {b / 1e9:.3f} s"
+
+    if (
+        st.first_command is None
+        or st.last_image < st.first_command
+        or st.last_command < st.first_image
+    ):
+        return (
+            f"{path}: images on {config.image_topic!r} ({span(st.first_image, st.last_image)}) "
+            f"and actions on {config.action_topic!r} "
+            f"({span(st.first_command, st.last_command) if st.first_command else 'none'}) never "
+            "overlap in time (stamped by different clocks?)"
+        )
+    return (
+        f"{path}: no episode of at least {config.min_length} steps on {config.image_topic!r} and "
+        f"{config.action_topic!r} ({st.dropped} shorter ones dropped; episode ends: {st.ends}); "
+        "check --rate and the config's gap_s and tolerance_s"
+    )
+
+
+# -- writing --------------------------------------------------------------------------------------
+class _EpisodeWriter:
+    def __init__(
+        self,
+        tmp: Path,
+        out: Path,
+        config: ConvertConfig,
+        existing: dict[str, Any] | None,
+        labels: dict[str, bool] | None,
+    ) -> None:
+        self.tmp, self.out, self.config, self.labels = tmp, out, config, labels
+        self.existing = existing
+        self.episodes: list[dict[str, Any]] = []
+        self.new_successes = 0
+        self.names: tuple[str, ...] | None = None
+        if existing is not None:
+            for entry in existing["episodes"]:
+                _link_or_copy(out / entry["file"], tmp / entry["file"])
+                self.episodes.append(entry)
+        self.next = 1 + max((_number(e["file"]) for e in self.episodes), default=-1)
+
+    def write(self, ep: AlignedEpisode, bag: Path, index: int, src: SourceReport) -> None:
+        if self.labels is not None:
+            success = _label(self.labels, bag, index)
+            ep = replace(ep, terminal=success)
+            arrays = episode_arrays(ep, sparse_success_reward=True)
+        else:
+            arrays = episode_arrays(ep, sparse_success_reward=self.config.reward == "success")
+            if self.config.reward == "none":
+                arrays["reward"][:] = 0.0
+        name = f"episode_{self.next:06d}.npz"
+        self.next += 1
+        sha = save_episode(self.tmp / name, arrays, compress=self.config.compress)
+        self.new_successes += int(ep.terminal)
+        src.episodes += 1
+        src.steps += len(ep)
+        self.episodes.append(
+            {
+                "file": name,
+                "length": len(ep),
+                "return": float(arrays["reward"].sum()),
+                "success": bool(ep.terminal),
+                "sha256": sha,
+                "source": src.path,
+                "source_episode": index,
+                "start_ns": int(ep.steps[0].stamp),
+                "end": ep.end,
+            }
+        )
+
+    def meta(self, sources: list[SourceReport], rate: float, rate_source: str) -> dict[str, Any]:
+        c = self.config
+        old = self.existing or {}
+        dim = _action_dim(sources, old)
+        names = old["action"]["names"] if old else _action_names(c, sources, dim)
+        all_sources = list(old.get("sources", [])) + [s.__dict__ for s in sources]
+        values = sum(s["action_values"] for s in all_sources)
+        clipped = sum(s["clipped_values"] for s in all_sources)
+        hashes = [e["sha256"] for e in self.episodes]
+        if not self.episodes:
+            raise BagError("no episodes: nothing to write")
+        from lompo_core import __version__
+
+        dt, tol, gap = c.timing(rate)
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "created_by": f"lompo {__version__} convert",
+            "action": {
+                "names": list(names),
+                "unit": c.action.unit,
+                "max": list(c.action.limits(dim)),
+                "normalised": "action = clip(command / max, -1, 1)",
+            },
+            "preprocessing": c.preprocessing.as_dict(),
+            "rate_hz": rate,
+            "rate_source": rate_source,
+            "alignment": {
+                "convention": "dreamer: action[t] led to image[t], action[0] = 0",
+                "tolerance_s": tol / 1e9,
+                "gap_s": gap / 1e9,
+                "max_latency_s": c.max_latency_s,
+            },
+            "topics": {
+                "image": c.image_topic,
+                "action": c.action_topic,
+                "reward": c.reward_topic if c.reward == "topic" else None,
+                "success": c.success_topic if c.reward != "labels" else None,
+            },
+            "reward_source": c.reward,
+            "sources": all_sources,
+            "counts": {
+                "episodes": len(self.episodes),
+                "steps": int(sum(e["length"] for e in self.episodes)),
+                "successes": int(sum(e["success"] for e in self.episodes)),
+                "frames_read": int(sum(s["frames"] for s in all_sources)),
+                "dropped_episodes": int(sum(s["dropped_episodes"] for s in all_sources)),
+                "clipped_fraction": clipped / values if values else 0.0,
+            },
+            "config": c.as_dict(),
+            "episodes": self.episodes,
+            "content_hash": content_hash(hashes),
+        }
+
+
+def _action_dim(sources: list[SourceReport], old: dict[str, Any]) -> int:
+    return len(old["action"]["names"]) if old else sources[0].action_dim
+
+
+def _action_names(config: ConvertConfig, sources: list[SourceReport], dim: int) -> tuple[str, ...]:
+    fields = config.action.fields
+    if not sources or sources[0].action_type in br.TWIST_TYPES:
+        return tuple(fields or br.TWIST_DEFAULT)
+    if fields:
+        return tuple(f"data[{br.array_index(f)}]" for f in fields)
+    return tuple(f"data[{i}]" for i in range(dim))
+
+
+def _compatible(config: ConvertConfig, meta: dict[str, Any], out: Path) -> ConvertConfig:
+    """--append: the new bags must be converted exactly as the dataset's were."""
+    where = out / META_FILE
+    pre = Preprocessing.from_dict(meta["preprocessing"])
+    if pre != config.preprocessing:
+        raise DatasetError(
+            f"{where}: preprocessing {pre.as_dict()} differs from this run's "
+            f"{config.preprocessing.as_dict()}; pass the dataset's config"
+        )
+    old_max = [float(v) for v in meta["action"]["max"]]
+    new_max = list(config.action.limits(len(old_max)))
+    if old_max != new_max:
+        raise DatasetError(f"{where}: action max {old_max} differs from this run's {new_max}")
+    rate = meta.get("rate_hz")
+    if config.rate_hz is not None and rate and abs(config.rate_hz - rate) > 1e-9:
+        raise DatasetError(f"{where}: rate {rate} Hz differs from --rate {config.rate_hz}")
+    return config
+
+
+def _label(labels: dict[str, bool], bag: Path, index: int) -> bool:
+    stem = bag.stem if bag.is_file() else bag.name
+    for key in (f"{bag.name}#{index}", f"{stem}#{index}", bag.name, stem):
+        if key in labels:
+            return labels[key]
+    raise BagError(
+        f"{bag}: episode {index} has no label (expected a key {stem!r} or '{stem}#{index}' "
+        "in the labels file)"
+    )
+
+
+def _load_labels(path: Path | None) -> dict[str, bool]:
+    import yaml
+
+    assert path is not None
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise LompoError(f"{path}: labels file not found") from None
+    except yaml.YAMLError as exc:
+        raise LompoError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise LompoError(f"{path}: expected a mapping 'bag name[#episode]: success|failure'")
+    words = {"success": True, "failure": False, True: True, False: False}  # 1/0 == True/False
+    labels = {}
+    for key, value in data.items():
+        if value not in words:
+            raise LompoError(
+                f"{path}: label {key!r}: {value!r} is not success/failure (or true/false)"
+            )
+        labels[str(key)] = words[value]
+    return labels
+
+
+def _number(name: str) -> int:
+    try:
+        return int(Path(name).stem.rsplit("_", 1)[-1])
+    except ValueError:
+        return -1
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)  # episodes are never modified in place, so sharing the inode is safe
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _swap(tmp: Path, out: Path) -> None:
+    """Put the finished folder at ``out``; an old one is moved aside first, then deleted."""
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        out.rename(old)
+    try:
+        tmp.rename(out)
+    except BaseException:
+        if old is not None:
+            old.rename(out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
