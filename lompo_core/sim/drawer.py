@@ -138,6 +138,13 @@ class DrawerCloseSim:
         return self._success
 
     @property
+    def state(self) -> np.ndarray:
+        """Meta-World's 39-d observation of the current step, for scripted policies only."""
+        if self._state is None:
+            raise RuntimeError("call reset() first")
+        return self._state.copy()
+
+    @property
     def t(self) -> int:
         return self._t
 
