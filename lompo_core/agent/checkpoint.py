@@ -18,19 +18,27 @@ from lompo_core.errors import LompoError
 
 CHECKPOINTS = "checkpoints"
 LAST = "last.pt"
-_NAME = re.compile(r"^(model|agent)-(\d{8})\.pt$")
+_NAME = re.compile(r"^ckpt-(\d{8})\.pt$")
+
+
+def name_for(step: int) -> str:
+    """The checkpoint after ``step`` updates in all (model updates, then agent updates)."""
+    return f"ckpt-{step:08d}.pt"
+
+
+def local_path(main: Path, rank: int) -> Path:
+    """Where rank ``rank`` > 0 keeps its own part (RNG, sampler, buffers) of checkpoint ``main``."""
+    return main.with_name(main.name.replace(".pt", f".rank{rank}.pt"))
 
 
 def checkpoint_dir(run: Path) -> Path:
     return Path(run) / CHECKPOINTS
 
 
-def save(run: Path, name: str, state: dict[str, Any], keep: int = 3) -> Path:
-    """Write ``checkpoints/<name>`` atomically, point ``last.pt`` at it, prune older ones."""
-    folder = checkpoint_dir(run)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+def write(path: Path, state: dict[str, Any]) -> None:
+    """torch.save to a temporary file beside ``path``, then rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         torch.save(state, tmp)
@@ -38,6 +46,13 @@ def save(run: Path, name: str, state: dict[str, Any], keep: int = 3) -> Path:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def save(run: Path, name: str, state: dict[str, Any], keep: int = 3) -> Path:
+    """Write ``checkpoints/<name>`` atomically, point ``last.pt`` at it, prune older ones."""
+    folder = checkpoint_dir(run)
+    path = folder / name
+    write(path, state)
     # A symlink swapped in by rename: readers see the old or the new target, never none.
     link_tmp = folder / f".{LAST}.{os.getpid()}.tmp"
     if link_tmp.is_symlink() or link_tmp.exists():
@@ -52,7 +67,9 @@ def _prune(folder: Path, keep: int, protect: str) -> None:
     names = sorted(p.name for p in folder.iterdir() if _NAME.match(p.name))
     for old in names[: max(0, len(names) - max(keep, 1))]:
         if old != protect:
-            (folder / old).unlink()
+            stem = old.removesuffix(".pt")
+            for p in folder.glob(f"{stem}.*"):
+                p.unlink()
 
 
 def last_path(run: Path) -> Path | None:

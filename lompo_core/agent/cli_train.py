@@ -1,0 +1,44 @@
+"""``lompo train``: the model phase, then the latent policy phase, into a resumable run folder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = (
+    "Train LOMPO offline on an episode dataset: the latent model with its ensemble of prior heads "
+    "(model phase), then a SAC policy in latent space on dataset states and uncertainty-penalised "
+    "model rollouts (policy phase). Running the same command again resumes the run."
+)
+EXAMPLE = "lompo train --dataset dataset/ --run runs/drawer --preset cpu agent.lmbda=5"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", type=Path, required=True, help="dataset folder (lompo convert)")
+    p.add_argument("--run", type=Path, required=True, help="run folder (created, or resumed)")
+    p.add_argument(
+        "--preset",
+        default="cpu",
+        help="named preset in lompo_core/presets.yaml: debug, cpu, paper (default: %(default)s)",
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="config overrides with dotted keys, e.g. world.steps=3000 agent.lmbda=0 "
+        "agent.rollouts=false device=cuda",
+    )
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    from lompo_core.config import resolve
+
+    cfg = resolve(args.preset, args.overrides)
+    if args.print_config:
+        print(cfg.to_yaml(), end="")
+        return 0
+    from lompo_core.agent.trainer import Trainer
+
+    Trainer(args.dataset, args.run, cfg).run()
+    return 0

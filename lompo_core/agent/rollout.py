@@ -1,0 +1,87 @@
+"""Latent data for the policy: posterior-encoded dataset transitions and penalised model rollouts."""
+
+from __future__ import annotations
+
+import torch
+
+from lompo_core.agent.replay import LatentBuffer
+from lompo_core.agent.sac import Actor
+from lompo_core.data.dataset import EpisodeDataset
+from lompo_core.model.rssm import State
+from lompo_core.model.world_model import WorldModel
+
+
+@torch.no_grad()
+def encode_dataset(
+    wm: WorldModel,
+    dataset: EpisodeDataset,
+    indices: list[int],
+    buffer: LatentBuffer,
+    chunk: int,
+    device: torch.device,
+) -> int:
+    """Filter every episode with the posterior (samples, as the reference) and store its
+    transitions (feat_t, a_{t+1}, r_{t+1}, feat_{t+1}, terminal_{t+1}); return how many."""
+    n = 0
+    for i in indices:
+        ep = dataset.load(i)
+        if len(ep["image"]) < 2:
+            continue
+        image = torch.as_tensor(ep["image"], device=device)
+        action = torch.as_tensor(ep["action"], device=device)
+        feat = wm.encode_episode(image, action, chunk).feat()
+        buffer.add(
+            feat=feat[:-1],
+            action=action[1:],
+            reward=torch.as_tensor(ep["reward"][1:], device=device),
+            next_feat=feat[1:],
+            terminal=torch.as_tensor(ep["is_terminal"][1:], device=device).float(),
+        )
+        n += len(feat) - 1
+    return n
+
+
+@torch.no_grad()
+def model_rollouts(
+    wm: WorldModel,
+    actor: Actor,
+    starts: torch.Tensor,
+    horizon: int,
+    lmbda: float,
+    penalty: str,
+    buffer: LatentBuffer,
+) -> dict[str, float]:
+    """Roll the model out from ``starts`` (feats [N, F]) with the actor's sampled actions, one
+    random head per sample and step, storing r_hat(s') - lmbda * u(s, a). A rollout stops after a
+    step the continuation head calls terminal (success ends episodes in our data)."""
+    s_dim = wm.cfg.stoch
+    state = State(starts[:, :s_dim], starts[:, s_dim:])
+    alive = torch.ones(len(starts), dtype=torch.bool, device=starts.device)
+    feat = starts
+    total, u_sum, r_sum = 0, 0.0, 0.0
+    for _ in range(horizon):
+        action, _ = actor(feat)
+        state, u = wm.rssm.img_step_random_head(state, action, penalty)
+        next_feat = state.feat()
+        reward_hat = wm.reward_mean(next_feat)
+        terminal = wm.cont_prob(next_feat) < 0.5
+        reward = reward_hat - lmbda * u
+        buffer.add(
+            feat=feat[alive],
+            action=action[alive],
+            reward=reward[alive],
+            next_feat=next_feat[alive],
+            terminal=terminal[alive].float(),
+        )
+        total += int(alive.sum())
+        u_sum += float(u[alive].sum())
+        r_sum += float(reward_hat[alive].sum())
+        alive = alive & ~terminal
+        feat = next_feat
+        if not bool(alive.any()):
+            break
+    return {
+        "rollout/transitions": float(total),
+        "rollout/uncertainty": u_sum / max(total, 1),
+        "rollout/reward_hat": r_sum / max(total, 1),
+    }

@@ -1,0 +1,500 @@
+"""The LOMPO trainer: the model phase, then the latent policy phase, resumable at any checkpoint.
+
+A checkpoint holds everything the continuation depends on (weights, optimiser moments, step
+counters, every random stream, the sampler and both latent buffers), so a resumed run reproduces
+the uninterrupted one bit for bit on the same machine and thread count.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from lompo_core.agent import checkpoint, distributed
+from lompo_core.agent.figures import prediction_rows, save_figure
+from lompo_core.agent.replay import LatentBuffer, SequenceSampler, cat_batches, to_torch
+from lompo_core.agent.rollout import encode_dataset, model_rollouts
+from lompo_core.agent.sac import SAC
+from lompo_core.config import Config, differences, resolve
+from lompo_core.data.dataset import (
+    EpisodeDataset,
+    atomic_write_bytes,
+    content_hash,
+    file_sha256,
+)
+from lompo_core.errors import DatasetError, LompoError
+from lompo_core.model.world_model import WorldModel
+
+CONFIG_FILE, DATASET_FILE, METRICS_FILE = "config.yaml", "dataset.json", "metrics.jsonl"
+
+
+def resolve_device(name: str, info: distributed.DistInfo) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and info.enabled:
+        name = f"cuda:{info.local_rank}"
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LompoError(f"config: device={name!r} but CUDA is not available here")
+    return device
+
+
+def dataset_record(ds: EpisodeDataset) -> dict[str, Any]:
+    """What export needs from the dataset without reading it again."""
+    h = ds.hash or content_hash([file_sha256(ds.root / e.file) for e in ds.episodes])
+    return {
+        "path": str(ds.root.resolve()),
+        "hash": h,
+        "preprocessing": ds.preprocessing,
+        "action": ds.meta["action"],
+        "episodes": len(ds),
+        "steps": ds.total_steps,
+    }
+
+
+class _Mean:
+    """Running means of metric tensors, read (one sync) only when a line is logged."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.n = 0
+
+    def add(self, metrics: dict[str, torch.Tensor]) -> None:
+        for k, v in metrics.items():
+            self.sums[k] = self.sums[k] + v.detach() if k in self.sums else v.detach().clone()
+        self.n += 1
+
+    def pop(self) -> dict[str, float]:
+        out = {k: float(v) / max(self.n, 1) for k, v in self.sums.items()}
+        self.sums, self.n = {}, 0
+        return out
+
+
+class Trainer:
+    def __init__(
+        self,
+        dataset: str | Path,
+        run: str | Path,
+        cfg: Config,
+        dist_info: distributed.DistInfo | None = None,
+        log=print,
+    ) -> None:
+        self.cfg = cfg
+        self.dist = dist_info or distributed.from_env()
+        self._print = log
+        self.device = resolve_device(cfg.device, self.dist)
+        torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+        self._owns_group = distributed.init(self.dist, self.device)
+        self.dataset = EpisodeDataset(dataset)
+        self.run_dir = Path(run)
+        self.dataset_info = dataset_record(self.dataset)
+        self._prepare_run_dir()
+
+        n = len(self.dataset)
+        perm = np.random.default_rng(cfg.seed).permutation(n)
+        n_hold = int(round(cfg.data.holdout * n))
+        if cfg.data.holdout > 0 and n >= 2:
+            n_hold = min(max(n_hold, 1), n - 1)
+        self.holdout = sorted(int(i) for i in perm[:n_hold])
+        train = sorted(int(i) for i in perm[n_hold:])
+        r, w = self.dist.rank, self.dist.world
+        self.train_idx = train[r::w]
+        self.encode_idx = list(range(n))[r::w]
+        if not self.train_idx:
+            raise DatasetError(
+                f"{self.dataset.root}: {len(train)} training episode(s) for {w} ranks; "
+                "every rank needs at least one"
+            )
+
+        # Same initial weights on every rank; per-rank streams are seeded after construction.
+        torch.manual_seed(cfg.seed)
+        a_dim = self.dataset.action_dim
+        self.wm = WorldModel(cfg.model, a_dim).to(self.device)
+        self.sac = SAC(cfg.agent, self.wm.feat_dim, a_dim).to(self.device)
+        self.model_opt = torch.optim.Adam(self.wm.parameters(), lr=cfg.world.lr, eps=cfg.world.eps)
+        self.agent_opt = self.sac.make_optimizers()
+        self.wm_fwd = distributed.wrap(self.wm, self.dist, self.device)
+        if self.dist.enabled:
+            self.sac.wrap(
+                lambda m: distributed.wrap(m, self.dist, self.device),
+                lambda g: distributed.allreduce_mean(g, self.dist),
+            )
+        torch.manual_seed(cfg.seed + 7919 * (r + 1))
+        self.sampler = SequenceSampler(
+            self.dataset, self.train_idx, cfg.world.length, [cfg.seed, r], cfg.data.cache_episodes
+        )
+        # The prior head of each step is shared by all ranks, as in one big batch.
+        self.head_rng = np.random.default_rng([cfg.seed, 1_000_003])
+        self.phase = "model"
+        self.model_step = 0
+        self.agent_step = 0
+        self.real: LatentBuffer | None = None
+        self.model_buf: LatentBuffer | None = None
+        self._writer = None
+        self._t0 = time.time()
+
+    # ----------------------------------------------------------------- run folder and logging
+
+    def log(self, msg: str) -> None:
+        if self.dist.main:
+            self._print(msg)
+
+    def _prepare_run_dir(self) -> None:
+        run, cfg_path = self.run_dir, self.run_dir / CONFIG_FILE
+        if self.dist.main:
+            if cfg_path.is_file():
+                saved = Config.from_dict(yaml.safe_load(cfg_path.read_text()), str(cfg_path))
+                diff = differences(saved, self.cfg)
+                if diff:
+                    raise LompoError(
+                        f"{run}: this run was started with another config ("
+                        + "; ".join(diff)
+                        + "). Resume with the same preset and overrides, or use a new --run."
+                    )
+                ds_path = run / DATASET_FILE
+                old = json.loads(ds_path.read_text()) if ds_path.is_file() else {}
+                if old.get("hash") != self.dataset_info["hash"]:
+                    raise LompoError(
+                        f"{run}: this run was trained on dataset {old.get('path')!r} (hash "
+                        f"{str(old.get('hash'))[:12]}), not {self.dataset.root} (hash "
+                        f"{self.dataset_info['hash'][:12]}); use a new --run"
+                    )
+            elif run.exists() and (not run.is_dir() or any(run.iterdir())):
+                raise LompoError(
+                    f"{run}: exists and is not a lompo run folder (no {CONFIG_FILE}); "
+                    "refusing to write into it"
+                )
+            else:
+                run.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(
+                    run / DATASET_FILE, json.dumps(self.dataset_info, indent=2).encode()
+                )
+                atomic_write_bytes(cfg_path, self.cfg.to_yaml().encode())
+        distributed.barrier(self.dist)
+
+    @property
+    def global_step(self) -> int:
+        return self.model_step + self.agent_step
+
+    def _write_metrics(self, phase: str, metrics: dict[str, float]) -> None:
+        if not self.dist.main:
+            return
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+        step = self.global_step
+        line = {"phase": phase, "step": step, "model_step": self.model_step}
+        line |= {"agent_step": self.agent_step, "wall_s": round(time.time() - self._t0, 2)}
+        line |= metrics
+        with open(self.run_dir / METRICS_FILE, "a") as f:
+            f.write(json.dumps(line) + "\n")
+        for k, v in metrics.items():
+            self._writer.add_scalar(k, v, step)
+        self._writer.flush()
+
+    def _truncate_metrics(self) -> None:
+        """Drop lines an interrupted run logged after its last checkpoint: they are redone."""
+        path = self.run_dir / METRICS_FILE
+        if not self.dist.main or not path.is_file():
+            return
+        lines = path.read_text().splitlines()
+        keep = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= self.global_step]
+        if len(keep) != len(lines):
+            atomic_write_bytes(path, "".join(ln + "\n" for ln in keep).encode())
+
+    # ----------------------------------------------------------------------------- checkpoints
+
+    def _rng_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "torch": torch.get_rng_state(),
+            "sampler": self.sampler.state_dict(),
+        }
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        state["real"] = self.real.state_dict() if self.real is not None else None
+        state["model_buf"] = self.model_buf.state_dict() if self.model_buf is not None else None
+        return state
+
+    def save(self) -> Path:
+        name = checkpoint.name_for(self.global_step)
+        main_path = checkpoint.checkpoint_dir(self.run_dir) / name
+        local = self._rng_state()
+        if self.dist.rank > 0:
+            checkpoint.write(checkpoint.local_path(main_path, self.dist.rank), local)
+        distributed.barrier(self.dist)
+        if self.dist.main:
+            state = {
+                "phase": self.phase,
+                "model_step": self.model_step,
+                "agent_step": self.agent_step,
+                "world_size": self.dist.world,
+                "world_model": self.wm.state_dict(),
+                "model_opt": self.model_opt.state_dict(),
+                "sac": self.sac.state_dict(),
+                "agent_opt": {k: o.state_dict() for k, o in self.agent_opt.items()},
+                "head_rng": json.dumps(self.head_rng.bit_generator.state),
+                "local": local,
+                "config": self.cfg.to_dict(),
+            }
+            checkpoint.save(self.run_dir, name, state, self.cfg.log.keep_checkpoints)
+        distributed.barrier(self.dist)
+        return main_path
+
+    def _resume(self) -> bool:
+        path = checkpoint.last_path(self.run_dir)
+        if path is None:
+            return False
+        state = checkpoint.load(path, self.device)
+        if state.get("world_size", 1) != self.dist.world:
+            raise LompoError(
+                f"{path}: written by {state.get('world_size')} process(es), resumed with "
+                f"{self.dist.world}; resume with the same number"
+            )
+        local = state["local"]
+        if self.dist.rank > 0:
+            local = checkpoint.load(checkpoint.local_path(path, self.dist.rank), self.device)
+        self.wm.load_state_dict(state["world_model"])
+        self.model_opt.load_state_dict(state["model_opt"])
+        self.sac.load_state_dict(state["sac"])
+        for k, o in self.agent_opt.items():
+            o.load_state_dict(state["agent_opt"][k])
+        self.head_rng.bit_generator.state = json.loads(state["head_rng"])
+        self.phase = state["phase"]
+        self.model_step, self.agent_step = int(state["model_step"]), int(state["agent_step"])
+        torch.set_rng_state(local["torch"].cpu())
+        if "cuda" in local:
+            torch.cuda.set_rng_state(local["cuda"].cpu(), self.device)
+        self.sampler.load_state_dict(local["sampler"])
+        if local["real"] is not None:
+            self.real = self._new_buffer(len(local["real"]["feat"]), local["real"])
+        if local["model_buf"] is not None:
+            self.model_buf = self._new_buffer(len(local["model_buf"]["feat"]), local["model_buf"])
+        c = self.cfg
+        self.log(
+            f"resuming {self.run_dir} from {path.name}: model {self.model_step}/{c.world.steps}, "
+            f"agent {self.agent_step}/{c.agent.steps} updates"
+        )
+        return True
+
+    def _new_buffer(self, size: int, state: dict[str, Any] | None = None) -> LatentBuffer:
+        cap = self.cfg.agent.buffer_capacity or self._local_transitions()
+        buf = LatentBuffer(
+            max(cap, size, 1), self.wm.feat_dim, self.dataset.action_dim, self.device
+        )
+        if state is not None:
+            buf.load_state_dict(state)
+        return buf
+
+    def _local_transitions(self) -> int:
+        return int(sum(max(int(self.dataset.lengths[i]) - 1, 0) for i in self.encode_idx))
+
+    # ------------------------------------------------------------------------------- training
+
+    def run(self, stop_at: int | None = None) -> Path:
+        """Train to the end (or, for tests, stop before update ``stop_at`` with no checkpoint)."""
+        try:
+            if self._resume():
+                self._truncate_metrics()
+                if self.phase == "done":
+                    self.log(f"{self.run_dir}: run is finished; nothing to do")
+                    return self.run_dir
+            if self.phase == "model" and not self._model_phase(stop_at):
+                return self.run_dir
+            if not self._agent_phase(stop_at):
+                return self.run_dir
+            self.phase = "done"
+            path = self.save()
+            self._check_ranks_agree()
+            self.log(f"finished: {self.run_dir} (last checkpoint {path.name})")
+            return self.run_dir
+        finally:
+            if self._writer is not None:
+                self._writer.close()
+            if self._owns_group:
+                torch.distributed.destroy_process_group()
+
+    def _bar(self, total: int, initial: int, desc: str):
+        from tqdm import tqdm
+
+        return tqdm(
+            total=total,
+            initial=initial,
+            desc=desc,
+            disable=not (self.cfg.log.progress and self.dist.main),
+            dynamic_ncols=True,
+        )
+
+    def _model_phase(self, stop_at: int | None) -> bool:
+        c = self.cfg
+        mean, t_last = _Mean(), time.time()
+        with self._bar(c.world.steps, self.model_step, "model") as bar:
+            while self.model_step < c.world.steps:
+                if stop_at is not None and self.global_step >= stop_at:
+                    return False
+                batch = to_torch(self.sampler.sample(c.world.batch), self.device)
+                heads = self.head_rng.integers(c.model.heads, size=c.world.length).tolist()
+                self.wm.train()
+                loss, metrics = self.wm_fwd(batch, heads)
+                self.model_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                metrics["model/grad_norm"] = nn.utils.clip_grad_norm_(
+                    self.wm.parameters(), c.world.grad_clip
+                )
+                self.model_opt.step()
+                self.model_step += 1
+                mean.add(metrics)
+                bar.update(1)
+                done = self.model_step == c.world.steps
+                if self.model_step % c.log.every == 0 or done:
+                    m = mean.pop()
+                    dt = max(time.time() - t_last, 1e-9)
+                    n = c.log.every if not done else max(self.model_step % c.log.every, 1)
+                    m["speed/model_updates_per_s"] = n / dt
+                    m["speed/frames_per_s"] = (
+                        n * c.world.batch * c.world.length * self.dist.world / dt
+                    )
+                    t_last = time.time()
+                    bar.set_postfix(loss=f"{m['model/loss']:.1f}", kl=f"{m['model/kl']:.2f}")
+                    self._write_metrics("model", m)
+                if self.model_step % c.log.model_checkpoint_every == 0 or done:
+                    if self.dist.main:
+                        self._figure_and_heldout()
+                    self.save()
+        return True
+
+    def _figure_batch(self) -> dict[str, torch.Tensor]:
+        c = self.cfg.log
+        # Held-out episodes first; training ones fill up when the dataset is too small for them.
+        pool = self.holdout + [i for i in self.train_idx if i not in self.holdout]
+        items = [self.sampler.window(i, 0, c.figure_length) for i in pool[: c.figure_sequences]]
+        batch = {k: np.stack([it[k] for it in items]) for k in items[0]}
+        return to_torch(batch, self.device)
+
+    @torch.no_grad()
+    def _figure_and_heldout(self) -> None:
+        # Its own random stream: a checkpoint's figure must not change what training draws next.
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            self.wm.eval()
+            batch = self._figure_batch()
+            heads = [t % self.cfg.model.heads for t in range(batch["image"].shape[1])]
+            loss, m = self.wm(batch, heads)
+            rows = prediction_rows(self.wm, batch, self.cfg.log.figure_context)
+            save_figure(
+                self.run_dir / "figures" / f"model-{self.model_step:08d}.png",
+                rows,
+                self.cfg.log.figure_context,
+            )
+            self.wm.train()
+        self._write_metrics(
+            "model", {"heldout/" + k.split("/", 1)[1]: float(v) for k, v in m.items()}
+        )
+
+    def _start_agent(self) -> None:
+        c = self.cfg.agent
+        t0 = time.time()
+        self.wm.eval()
+        self.real = self._new_buffer(0)
+        n = encode_dataset(
+            self.wm, self.dataset, self.encode_idx, self.real, c.encode_chunk, self.device
+        )
+        self.log(f"encoded {n} dataset transitions with the posterior ({time.time() - t0:.0f} s)")
+        if c.rollouts and c.real_fraction < 1.0:
+            self.model_buf = self._new_buffer(0)
+            want = min(c.model_buffer_min, self.model_buf.capacity)
+            while len(self.model_buf) < want:
+                self._rollout_batch()
+            self.log(f"model buffer: {len(self.model_buf)} penalised rollout transitions")
+        self.phase = "agent"
+
+    def _rollout_batch(self) -> dict[str, float]:
+        c = self.cfg.agent
+        starts = self.real.sample(c.rollout_batch)["feat"]
+        return model_rollouts(
+            self.wm, self.sac.actor, starts, c.horizon, c.lmbda, c.penalty, self.model_buf
+        )
+
+    def _agent_phase(self, stop_at: int | None) -> bool:
+        c = self.cfg.agent
+        if self.real is None:
+            self._start_agent()
+        n_real = c.batch if self.model_buf is None else int(round(c.batch * c.real_fraction))
+        mean, t_last, roll = _Mean(), time.time(), {}
+        with self._bar(c.steps, self.agent_step, "agent") as bar:
+            while self.agent_step < c.steps:
+                if stop_at is not None and self.global_step >= stop_at:
+                    return False
+                # At step 0 the buffer has just been filled.
+                roll_due = self.agent_step % c.rollout_every == 0 and self.agent_step > 0
+                if self.model_buf is not None and roll_due:
+                    roll = self._rollout_batch()
+                batch = self.real.sample(n_real)
+                if self.model_buf is not None:
+                    batch = cat_batches(batch, self.model_buf.sample(c.batch - n_real))
+                metrics = self.sac.update(batch, self.agent_opt)
+                self.agent_step += 1
+                mean.add(metrics)
+                bar.update(1)
+                done = self.agent_step == c.steps
+                if self.agent_step % self.cfg.log.every == 0 or done:
+                    m = mean.pop() | roll
+                    n = (
+                        self.cfg.log.every
+                        if not done
+                        else max(self.agent_step % self.cfg.log.every, 1)
+                    )
+                    m["speed/agent_updates_per_s"] = n / max(time.time() - t_last, 1e-9)
+                    t_last = time.time()
+                    bar.set_postfix(q=f"{m['agent/q']:.2f}", alpha=f"{m['agent/alpha']:.3f}")
+                    self._write_metrics("agent", m)
+                ev = self.cfg.eval.every
+                if ev and self.dist.main and (self.agent_step % ev == 0 or done):
+                    self._write_metrics("agent", self._evaluate())
+                if self.agent_step % self.cfg.log.agent_checkpoint_every == 0 and not done:
+                    self.save()
+        return True
+
+    def _evaluate(self) -> dict[str, float]:
+        from lompo_core.agent.evaluate import evaluate_in_sim
+        from lompo_core.model.policy_step import PolicyStep
+
+        e = self.cfg.eval
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            step = PolicyStep(self.wm, self.sac.actor, self.cfg.agent.penalty).eval()
+            res = evaluate_in_sim(
+                step, self.dataset.preprocessing, e.episodes, e.seed, e.max_steps, e.image_size
+            )
+        return {"eval/success": res["success_rate"], "eval/steps": res["mean_steps"]}
+
+    def _check_ranks_agree(self) -> None:
+        """Under DDP every rank must end with the same weights; a mismatch is a bug, not noise."""
+        if not self.dist.enabled:
+            return
+        flat = torch.cat([p.detach().flatten() for p in self.params_for_check().values()])
+        gathered = [torch.empty_like(flat) for _ in range(self.dist.world)]
+        torch.distributed.all_gather(gathered, flat)
+        if not all(torch.equal(gathered[0], g) for g in gathered[1:]):
+            raise RuntimeError("DDP ranks ended with different parameters")
+
+    def params_for_check(self) -> dict[str, torch.Tensor]:
+        out = {f"wm.{k}": v for k, v in self.wm.state_dict().items()}
+        return out | {f"sac.{k}": v for k, v in self.sac.state_dict().items()}
+
+
+def train(
+    dataset: str | Path,
+    run: str | Path,
+    preset: str = "cpu",
+    overrides: list[str] | tuple[str, ...] = (),
+) -> Path:
+    """Train (or resume, or report finished) the run at ``run``; return the run folder."""
+    cfg = resolve(preset, overrides)
+    return Trainer(dataset, run, cfg).run()
