@@ -1,0 +1,1 @@
+"""Export a trained run to ONNX with its sidecar, and check it against torch."""

@@ -1,0 +1,287 @@
+"""PolicyRuntime on a real exported policy: inputs of every kind, the recurrent state, refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from lompo_core.data.dataset import EpisodeDataset
+from lompo_core.errors import PolicyError
+from lompo_core.messages import typestore
+from lompo_core.runtime import Controller, ControllerConfig, PolicyRuntime
+
+TS = typestore("jazzy")
+
+
+def image_msg(arr: np.ndarray, encoding: str, step: int | None = None, big: int = 0):
+    h, w = arr.shape[:2]
+    data = np.ascontiguousarray(arr).view(np.uint8).reshape(-1)
+    row = data.size // h
+    return TS.types["sensor_msgs/msg/Image"](
+        header=_header(),
+        height=h,
+        width=w,
+        encoding=encoding,
+        is_bigendian=big,
+        step=row if step is None else step,
+        data=data,
+    )
+
+
+def compressed_msg(rgb: np.ndarray, fmt: str):
+    ok, buf = cv2.imencode(
+        ".jpg" if fmt == "jpeg" else ".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    )
+    assert ok
+    return TS.types["sensor_msgs/msg/CompressedImage"](
+        header=_header(), format=fmt, data=buf.reshape(-1)
+    )
+
+
+def _header():
+    Time = TS.types["builtin_interfaces/msg/Time"]
+    return TS.types["std_msgs/msg/Header"](stamp=Time(sec=1, nanosec=2), frame_id="overhead_camera")
+
+
+@pytest.fixture
+def runtime(exported) -> PolicyRuntime:
+    return PolicyRuntime(exported[1], threads=1)
+
+
+def scene(h: int = 480, w: int = 640, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def test_loads_the_sidecar(runtime):
+    assert runtime.action_dim == 3
+    assert runtime.action_scaling.names == ("linear.x", "linear.y", "linear.z")
+    assert runtime.action_scaling.max_speed == (0.1, 0.1, 0.1)
+    assert runtime.uncertainty_threshold == runtime.sidecar["uncertainty_threshold"] > 0
+    assert runtime.preprocessing.size == 64
+    assert runtime.session.get_session_options().intra_op_num_threads == 1
+
+
+def test_threads_are_configurable(exported):
+    rt = PolicyRuntime(exported[1], threads=2)
+    assert rt.session.get_session_options().intra_op_num_threads == 2
+    with pytest.raises(PolicyError, match="threads"):
+        PolicyRuntime(exported[1], threads=0)
+
+
+def test_every_encoding_gives_the_same_model_image(runtime):
+    rgb = scene()
+    want = runtime.step(rgb)
+    assert want.ok and want.reason == "ok" and want.model_image.shape == (64, 64, 3)
+    assert want.action.dtype == np.float32 and want.action.shape == (3,)
+    assert np.all(np.abs(want.action) <= 1) and np.isfinite(want.uncertainty)
+    inputs = {
+        "rgb8": image_msg(rgb, "rgb8"),
+        "bgr8": image_msg(rgb[..., ::-1], "bgr8"),
+        "rgba8": image_msg(np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)]), "rgba8"),
+        "bgra8": image_msg(np.dstack([rgb[..., ::-1], np.zeros(rgb.shape[:2], np.uint8)]), "bgra8"),
+        "padded rows": image_msg(np.pad(rgb, ((0, 0), (0, 4), (0, 0))), "rgb8", step=644 * 3),
+        "png": compressed_msg(rgb, "png"),
+    }
+    for name, msg in inputs.items():
+        if name == "padded rows":
+            msg.width = 640  # the padding is beyond width * 3 within each step
+        runtime.reset()
+        got = runtime.step(msg)
+        assert got.ok, (name, got.reason)
+        np.testing.assert_array_equal(got.model_image, want.model_image, err_msg=name)
+        np.testing.assert_array_equal(got.action, want.action, err_msg=name)
+        runtime.reset()
+    # lossy jpeg and grey images: decoded, not bit-identical
+    for msg in (compressed_msg(rgb, "jpeg"), image_msg(rgb[..., 0].copy(), "mono8")):
+        got = runtime.step(msg)
+        assert got.ok and got.model_image.shape == (64, 64, 3)
+    grey = runtime.step(rgb[..., 1].copy())  # an HxW mono array
+    assert grey.ok and np.all(grey.model_image[..., 0] == grey.model_image[..., 2])
+
+
+def test_state_is_carried_and_reset(runtime, exported):
+    """Along a dataset episode the runtime is the exported graph with its state fed back."""
+    from lompo_core.export.export import run_episode
+
+    ep = EpisodeDataset(exported[0]).load(1)
+    want = run_episode(runtime.session, ep, feed="policy")
+    runtime.reset()
+    got = [runtime.step(img) for img in ep["image"]]
+    assert all(r.ok for r in got)
+    np.testing.assert_array_equal(np.stack([r.action for r in got]), want["action"])
+    np.testing.assert_array_equal([r.uncertainty for r in got], want["uncertainty"])
+    # The state moved: stepping the same image again gives another answer until reset().
+    assert not np.array_equal(runtime.step(ep["image"][0]).action, got[0].action)
+    runtime.reset()
+    np.testing.assert_array_equal(runtime.step(ep["image"][0]).action, got[0].action)
+
+
+def test_set_prev_action_feeds_the_executed_action(runtime):
+    img = scene(64, 64)
+    runtime.step(img)
+    runtime.set_prev_action(np.zeros(3))
+    np.testing.assert_array_equal(runtime.state["prev_action"], np.zeros((1, 3), np.float32))
+    runtime.set_prev_action(np.array([np.nan, 0, 0]))  # ignored
+    np.testing.assert_array_equal(runtime.state["prev_action"], np.zeros((1, 3), np.float32))
+
+
+@pytest.mark.parametrize(
+    ("image", "reason"),
+    [
+        (None, "decode: no image"),
+        (np.zeros((0, 5, 3), np.uint8), "decode: expected an RGB image"),
+        (np.zeros((10, 10, 4), np.uint8), "decode: expected an RGB image"),
+        (np.zeros((10, 10, 3), np.float32), "decode: expected a uint8 image"),
+        (np.full((10, 10, 3), np.nan, np.float32), "nonfinite: NaN or Inf in the input image"),
+        ("not an image", "decode: not an image message"),
+    ],
+)
+def test_bad_arrays_give_zero_and_a_reason(runtime, image, reason):
+    before = runtime.state
+    r = runtime.step(image)
+    assert not r.ok and r.reason.startswith(reason), r.reason
+    assert r.action.shape == (3,) and not r.action.any() and np.isnan(r.uncertainty)
+    assert r.latency_s >= 0
+    for key, value in runtime.state.items():  # a bad frame leaves the state alone
+        np.testing.assert_array_equal(value, before[key])
+
+
+def test_bad_messages_give_zero_and_a_reason(runtime):
+    rgb = scene(48, 64)
+    good = image_msg(rgb, "rgb8")
+    yuv = image_msg(rgb, "yuv422")
+    truncated = image_msg(rgb, "rgb8")
+    truncated.data = truncated.data[:-100]
+    short_step = image_msg(rgb, "rgb8", step=10)
+    jpeg = compressed_msg(rgb, "jpeg")
+    jpeg.data = jpeg.data[:20]
+    cases = {
+        "unsupported image encoding 'yuv422'": yuv,
+        "image data holds": truncated,
+        "image step 10 is shorter than a row": short_step,
+        "cannot decode compressed image": jpeg,
+    }
+    for expected, msg in cases.items():
+        r = runtime.step(msg)
+        assert not r.ok and r.reason.startswith("decode: ") and expected in r.reason, r.reason
+        assert not r.action.any()
+    assert runtime.step(good).ok
+
+
+def test_nan_weights_are_caught_and_halt_the_controller(tmp_path, exported):
+    """A policy whose output is NaN: the runtime refuses the step, keeps its state, and the
+    controller halts."""
+    import torch
+    from policy_fixtures import debug_policy_step, info_for
+
+    from lompo_core.export.export import export_policy_step
+
+    step, cfg = debug_policy_step()
+    with torch.no_grad():
+        step.actor.net[-1].bias.fill_(float("nan"))
+    export_policy_step(step, info_for(cfg, exported[0]), tmp_path / "nan")
+    rt = PolicyRuntime(tmp_path / "nan")
+    r = rt.step(scene(64, 64))
+    assert not r.ok and r.reason == "nonfinite: NaN or Inf in policy output (action)"
+    assert not np.any(rt.state["deter"])  # the poisoned state was not kept
+    c = Controller(ControllerConfig(), rt.action_scaling, rt.uncertainty_threshold)
+    d = c.on_result(r, 0.0)
+    assert d.state == "halted" and not d.command.any()
+
+
+# -- refusals ----------------------------------------------------------------------------------
+
+
+def copy_policy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def edit_sidecar(folder: Path, change) -> None:
+    path = folder / "policy.json"
+    sidecar = json.loads(path.read_text())
+    change(sidecar)
+    path.write_text(json.dumps(sidecar))
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda s: s.update(onnx_sha256="0" * 64), "does not match .*onnx_sha256"),
+        (lambda s: s.update(schema_version=99), "schema_version 99"),
+        (lambda s: s["preprocessing"].pop("resize"), "'preprocessing' has keys"),
+        (lambda s: s["preprocessing"].update(blur=3), "preprocessing.*unknown field"),
+        (lambda s: s["preprocessing"].update(crop=[0.5, 0, 0.2, 1]), "preprocessing.*crop"),
+        (lambda s: s["inputs"][0].update(name="img"), "'inputs' names"),
+        (lambda s: s["inputs"][2].update(shape=[1, 99]), "input 'deter' is tensor"),
+        (lambda s: s.pop("uncertainty_threshold"), "missing field.*uncertainty_threshold"),
+        (lambda s: s.update(uncertainty_threshold=float("nan")), "uncertainty_threshold"),
+        (lambda s: s["action"].update(max=[0.1]), "field 'action'"),
+    ],
+)
+def test_refuses_a_mismatched_sidecar(tmp_path, exported, change, match):
+    folder = copy_policy(exported[1], tmp_path / "p")
+    edit_sidecar(folder, change)
+    with pytest.raises(PolicyError, match=match) as err:
+        PolicyRuntime(folder)
+    assert str(folder) in str(err.value)
+
+
+def test_refuses_a_changed_or_broken_onnx_file(tmp_path, exported):
+    folder = copy_policy(exported[1], tmp_path / "p")
+    data = bytearray((folder / "policy.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (folder / "policy.onnx").write_bytes(bytes(data))
+    with pytest.raises(PolicyError, match=r"policy.onnx: sha256 .* does not match"):
+        PolicyRuntime(folder)
+    # garbage whose hash the sidecar agrees with: onnxruntime's refusal is reported as such
+    import hashlib
+
+    (folder / "policy.onnx").write_bytes(b"not an onnx model")
+    edit_sidecar(
+        folder, lambda s: s.update(onnx_sha256=hashlib.sha256(b"not an onnx model").hexdigest())
+    )
+    with pytest.raises(PolicyError, match="onnxruntime cannot load it"):
+        PolicyRuntime(folder)
+
+
+def test_refuses_missing_files(tmp_path, exported):
+    with pytest.raises(PolicyError, match="policy folder not found"):
+        PolicyRuntime(tmp_path / "nowhere")
+    folder = copy_policy(exported[1], tmp_path / "p")
+    (folder / "policy.onnx").unlink()
+    with pytest.raises(PolicyError, match="policy.onnx: missing"):
+        PolicyRuntime(folder)
+    (folder / "policy.json").write_text("{not json")
+    with pytest.raises(PolicyError, match="policy.json: not valid JSON"):
+        PolicyRuntime(folder)
+    (folder / "policy.json").unlink()
+    with pytest.raises(PolicyError, match="policy.json: missing"):
+        PolicyRuntime(folder)
+
+
+def test_runtime_imports_no_torch_nor_mujoco(exported):
+    """What the robot computer imports and runs: the runtime, the shared preprocessing, the
+    messages, one step and one decision."""
+    code = (
+        "import sys, numpy as np, lompo_core.runtime, lompo_core.data.preprocess;"
+        "from lompo_core.runtime import PolicyRuntime, Controller, ControllerConfig;"
+        f"rt = PolicyRuntime({str(exported[1])!r});"
+        "r = rt.step(np.zeros((480, 640, 3), np.uint8)); assert r.ok, r.reason;"
+        "c = Controller(ControllerConfig(), rt.action_scaling, rt.uncertainty_threshold);"
+        "c.on_result(r, 0.0);"
+        "bad = [m for m in ('torch', 'mujoco', 'metaworld', 'gymnasium', 'onnx') if m in sys.modules];"
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"the runtime imported {out.stdout.strip()}"
