@@ -1,0 +1,169 @@
+"""lompo export on a really trained (debug preset) run, and the export's guarantees."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from policy_fixtures import debug_policy_step, info_for, write_dataset
+
+from lompo_core.cli import main
+from lompo_core.data.dataset import EpisodeDataset
+from lompo_core.errors import DatasetError
+from lompo_core.export.export import export_onnx, export_policy_step, verify
+from lompo_core.runtime import PolicyRuntime
+from lompo_core.runtime.sidecar import sha256_file
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """(dataset, run): the debug preset trained for real on a small dataset (seconds)."""
+    from lompo_core.agent.trainer import train
+
+    root = tmp_path_factory.mktemp("trained")
+    dataset = write_dataset(root / "dataset", episodes=4, length=20, seed=1)
+    run = train(dataset, root / "run", "debug", ["log.progress=false"])
+    return dataset, Path(run)
+
+
+@pytest.fixture(scope="module")
+def policy(trained, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("export") / "policy"
+    assert main(["export", str(trained[1]), "--out", str(out), "--verify"]) == 0
+    return out
+
+
+def test_export_writes_a_verified_self_contained_policy(policy, trained):
+    import onnx
+    import yaml
+
+    assert sorted(os.listdir(policy)) == ["policy.json", "policy.onnx"]  # weights inside
+    assert not [p for p in policy.parent.iterdir() if p.name.startswith(".")]  # no leftovers
+    sidecar = json.loads((policy / "policy.json").read_text())
+    model = onnx.load(str(policy / "policy.onnx"))
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    assert [i.name for i in model.graph.input] == ["image", "prev_action", "deter", "stoch"]
+    assert sidecar["onnx_sha256"] == sha256_file(policy / "policy.onnx")
+    assert sidecar["inputs"][0] == {"name": "image", "shape": [1, 64, 64, 3], "dtype": "uint8"}
+    assert [o["name"] for o in sidecar["outputs"]] == [
+        "action",
+        "deter_next",
+        "stoch_next",
+        "uncertainty",
+    ]
+    dataset = EpisodeDataset(trained[0])
+    assert sidecar["dataset"]["hash"] == dataset.hash
+    assert sidecar["preprocessing"] == {"crop": None, "size": 64, "resize": "area", "color": "rgb"}
+    assert sidecar["action"] == {
+        "names": ["linear.x", "linear.y", "linear.z"],
+        "unit": "m/s",
+        "max": [0.1] * 3,
+    }
+    assert sidecar["control_rate_hz"] == 10.0
+    run_config = yaml.safe_load((trained[1] / "config.yaml").read_text())
+    assert sidecar["training"]["config"]["model"] == run_config["model"]
+    assert sidecar["training"]["step"] > 0
+    assert sidecar["code_version"]["lompo"] and sidecar["code_version"]["git_commit"]
+    assert sidecar["uncertainty_calibration"]["steps"] == dataset.total_steps
+    rt = PolicyRuntime(policy)
+    assert rt.uncertainty_threshold == sidecar["uncertainty_threshold"]
+
+
+def test_threshold_is_the_percentile_of_torch_uncertainty_along_the_data(policy, trained):
+    """Recompute the calibration independently in torch, the dataset's actions fed back."""
+    import torch
+
+    from lompo_core.model.policy_step import load_policy_step
+
+    step, _ = load_policy_step(trained[1])
+    values = []
+    with torch.no_grad():
+        for ep in EpisodeDataset(trained[0]):
+            deter, stoch = torch.zeros(1, step.deter_dim), torch.zeros(1, step.stoch_dim)
+            for t in range(len(ep["image"])):
+                prev = torch.from_numpy(ep["action"][t : t + 1])
+                _, deter, stoch, u = step(
+                    torch.from_numpy(ep["image"][t : t + 1]), prev, deter, stoch
+                )
+                values.append(float(u))
+    threshold = json.loads((policy / "policy.json").read_text())["uncertainty_threshold"]
+    assert threshold == pytest.approx(np.percentile(values, 99), rel=1e-5)
+
+
+def test_verify_catches_a_different_model(exported):
+    dataset, policy_dir = exported
+    same, _ = debug_policy_step(seed=0)
+    other, _ = debug_policy_step(seed=1)
+    assert verify(same, policy_dir, EpisodeDataset(dataset), trials=2).ok
+    report = verify(other, policy_dir, EpisodeDataset(dataset), trials=2)
+    assert not report.ok and "FAILED" in report.summary()
+
+
+def test_existing_out_is_refused_unless_overwrite(trained, policy, capsys):
+    before = sha256_file(policy / "policy.onnx")
+    assert main(["export", str(trained[1]), "--out", str(policy)]) == 1
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert sha256_file(policy / "policy.onnx") == before
+
+
+def test_overwrite_replaces_the_folder_whole(exported, tmp_path):
+    dataset, _ = exported
+    out = tmp_path / "policy"
+    out.mkdir()
+    (out / "stale.txt").write_text("from an older export")
+    step, cfg = debug_policy_step(seed=2)
+    result = export_policy_step(step, info_for(cfg, dataset), out, overwrite=True)
+    assert sorted(os.listdir(out)) == ["policy.json", "policy.onnx"]
+    assert result.onnx_sha256 == sha256_file(out / "policy.onnx")
+    assert os.listdir(tmp_path) == ["policy"]  # no staging or old folder left behind
+
+
+def test_moved_dataset_is_named_and_dataset_flag_fixes_it(trained, tmp_path, capsys):
+    dataset, run = trained
+    moved = tmp_path / "run"
+    shutil.copytree(run, moved)
+    record = json.loads((moved / "dataset.json").read_text())
+    record["path"] = str(tmp_path / "gone")
+    (moved / "dataset.json").write_text(json.dumps(record))
+    assert main(["export", str(moved), "--out", str(tmp_path / "p")]) == 1
+    err = capsys.readouterr().err
+    assert "gone: dataset folder not found" in err and "--dataset" in err
+    assert not (tmp_path / "p").exists()
+    # another dataset is refused by its hash
+    other = write_dataset(tmp_path / "other", episodes=2, length=10, seed=9)
+    assert main(["export", str(moved), "--out", str(tmp_path / "p"), "--dataset", str(other)]) == 1
+    assert "is not the run's training dataset" in capsys.readouterr().err
+    copy = shutil.copytree(dataset, tmp_path / "copy")
+    assert main(["export", str(moved), "--out", str(tmp_path / "p"), "--dataset", str(copy)]) == 0
+    assert (tmp_path / "p" / "policy.json").is_file()
+
+
+def test_missing_dataset_without_path_errors(exported, tmp_path):
+    step, cfg = debug_policy_step()
+    info = info_for(cfg, exported[0])
+    info["dataset"].pop("path")
+    with pytest.raises(DatasetError, match="pass --dataset"):
+        export_policy_step(step, info, tmp_path / "p")
+
+
+def test_cpu_preset_policy_fits_in_20_mb(tmp_path):
+    import torch
+
+    from lompo_core.agent.sac import Actor
+    from lompo_core.config import resolve
+    from lompo_core.model.policy_step import PolicyStep
+    from lompo_core.model.world_model import WorldModel
+
+    cfg = resolve("cpu")
+    wm = WorldModel(cfg.model, 3)
+    actor = Actor(cfg.model.stoch + cfg.model.deter, 3, cfg.agent.hidden, cfg.agent.actor_layers)
+    step = PolicyStep(wm, actor, cfg.agent.penalty).eval()
+    step.requires_grad_(False)
+    torch.manual_seed(0)
+    export_onnx(step, tmp_path / "policy.onnx")
+    assert os.listdir(tmp_path) == ["policy.onnx"]
+    assert (tmp_path / "policy.onnx").stat().st_size <= 20e6
