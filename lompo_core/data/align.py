@@ -125,7 +125,7 @@ class Aligner:
         st.last_command = stamp
         self._command = (stamp, action)
         cand = self._candidate
-        if self._steps is None and cand is not None and 0 < stamp - cand[0] <= self.gap:
+        if self._steps is None and cand is not None and 0 <= stamp - cand[0] <= self.gap:
             self._candidate = None
             self._steps, self._final = [], 0
             self._target = cand[0]

@@ -1,0 +1,150 @@
+"""The shared image preprocessing: every encoding decodes to the same RGB, crop then area resize."""
+
+from __future__ import annotations
+
+import array
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+
+from lompo_core import messages as m
+from lompo_core.data.preprocess import Preprocessing, decode_image, preprocess, to_model_image
+from lompo_core.errors import ImageError
+from bagfactory import BagSpec, image_message
+
+RNG = np.random.default_rng(0)
+RGB = RNG.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+TS = m.typestore("jazzy")
+
+
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8"])
+@pytest.mark.parametrize("pad", [0, 5])
+def test_colour_encodings_decode_exactly_with_step_padding(encoding: str, pad: int) -> None:
+    msg = image_message(TS, BagSpec(encoding=encoding, pad=pad), RGB, 1, ros1=False)
+    assert msg.step == 40 * len(encoding.rstrip("8")) + pad
+    out = decode_image(msg)
+    assert out.shape == (30, 40, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, RGB)
+
+
+@pytest.mark.parametrize("encoding", ["mono8", "mono16"])
+def test_mono_becomes_grey_rgb(encoding: str) -> None:
+    out = decode_image(image_message(TS, BagSpec(encoding=encoding, pad=3), RGB, 1, ros1=False))
+    for c in range(3):  # mono16 keeps the high byte: the test wrote g*256+77
+        np.testing.assert_array_equal(out[..., c], RGB[..., 1])
+
+
+def test_mono16_big_endian() -> None:
+    values = (RGB[..., 0].astype(np.uint16) << 8) | 5
+    msg = SimpleNamespace(
+        encoding="mono16",
+        height=30,
+        width=40,
+        step=80,
+        is_bigendian=1,
+        data=values.astype(">u2").tobytes(),
+    )
+    np.testing.assert_array_equal(decode_image(msg)[..., 2], RGB[..., 0])
+
+
+def test_png_is_lossless_and_jpeg_close() -> None:
+    png = decode_image(image_message(TS, BagSpec(encoding="png"), RGB, 1, ros1=False))
+    np.testing.assert_array_equal(png, RGB)
+    smooth = cv2.GaussianBlur(RGB, (9, 9), 5)
+    jpg = decode_image(image_message(TS, BagSpec(encoding="jpeg"), smooth, 1, ros1=False))
+    assert np.abs(jpg.astype(int) - smooth).mean() < 4
+
+
+def test_rclpy_style_messages_are_duck_typed() -> None:
+    # rclpy gives array.array('B') for uint8[] and plain str fields.
+    msg = SimpleNamespace(
+        header=None,
+        encoding="bgr8",
+        height=30,
+        width=40,
+        step=120,
+        is_bigendian=0,
+        data=array.array("B", RGB[..., ::-1].tobytes()),
+    )
+    np.testing.assert_array_equal(decode_image(msg), RGB)
+    listed = SimpleNamespace(**{**msg.__dict__, "data": list(RGB[..., ::-1].tobytes())})
+    np.testing.assert_array_equal(decode_image(listed), RGB)
+    ok, buf = cv2.imencode(".png", RGB[..., ::-1])
+    comp = SimpleNamespace(format="rgb8; png compressed bgr8", data=array.array("B", buf.tobytes()))
+    np.testing.assert_array_equal(decode_image(comp), RGB)
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"encoding": "yuv422"}, "unsupported image encoding 'yuv422'"),
+        ({"step": 100}, "step 100 is shorter than a row"),
+        ({"height": 31}, "needs"),
+        ({"width": 0}, "empty image"),
+    ],
+)
+def test_bad_raw_images_are_named(change: dict, words: str) -> None:
+    msg = image_message(TS, BagSpec(), RGB, 1, ros1=False)
+    bad = SimpleNamespace(
+        **{
+            k: getattr(msg, k)
+            for k in ("encoding", "height", "width", "step", "is_bigendian", "data")
+        }
+    )
+    for k, v in change.items():
+        setattr(bad, k, v)
+    with pytest.raises(ImageError, match=words):
+        decode_image(bad)
+
+
+def test_bad_compressed_images_are_named() -> None:
+    with pytest.raises(ImageError, match="unsupported compressed image format"):
+        decode_image(SimpleNamespace(format="compressedDepth png", data=b"x"))
+    with pytest.raises(ImageError, match="cannot decode"):
+        decode_image(SimpleNamespace(format="jpeg", data=np.arange(50, dtype=np.uint8)))
+    with pytest.raises(ImageError, match="not an image"):
+        decode_image(SimpleNamespace(foo=1))
+
+
+def test_crop_then_area_resize() -> None:
+    img = np.zeros((480, 640, 3), np.uint8)
+    img[:, 320:] = 200  # right half bright
+    p = Preprocessing(crop=(0.5, 0.0, 1.0, 0.5), size=64)
+    out = preprocess(img, p)
+    assert out.shape == (64, 64, 3) and out.dtype == np.uint8 and out.flags.c_contiguous
+    assert (out == 200).all()  # only the bright half remains
+    full = preprocess(img, Preprocessing())
+    np.testing.assert_array_equal(full, cv2.resize(img, (64, 64), interpolation=cv2.INTER_AREA))
+    assert preprocess(img[..., 0], Preprocessing(size=8)).shape == (8, 8, 3)  # mono input
+
+
+def test_to_model_image_accepts_messages_and_arrays() -> None:
+    p = Preprocessing(crop=(0.1, 0.2, 0.9, 1.0), size=16)
+    msg = image_message(TS, BagSpec(encoding="bgra8", pad=2), RGB, 1, ros1=False)
+    np.testing.assert_array_equal(to_model_image(msg, p), to_model_image(RGB, p))
+
+
+def test_preprocessing_round_trip_and_validation() -> None:
+    p = Preprocessing(crop=(0, 0.1, 1, 0.9), size=32)
+    assert Preprocessing.from_dict(p.as_dict()) == p
+    assert Preprocessing.from_dict(Preprocessing().as_dict()) == Preprocessing()
+    for crop in [(0.5, 0, 0.4, 1), (0, 0, 1.2, 1), (0, 0, 1)]:
+        with pytest.raises(ImageError, match="crop"):
+            Preprocessing(crop=crop)
+    with pytest.raises(ImageError, match="size"):
+        Preprocessing(size=0)
+    with pytest.raises(ImageError, match="unknown field"):
+        Preprocessing.from_dict({"size": 64, "gamma": 2})
+
+
+def test_data_package_imports_no_torch() -> None:
+    code = (
+        "import sys; import lompo_core.data.preprocess, lompo_core.data.convert, "
+        "lompo_core.data.inspect, lompo_core.data.cli_convert, lompo_core.data.cli_inspect; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
