@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bagfactory import BagSpec, command_value, frame_index
+from bagfactory import command_value, frame_index
 from rosbags.highlevel import AnyReader
 
 from lompo_core import cli

@@ -10,11 +10,11 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
+from bagfactory import BagSpec, image_message
 
 from lompo_core import messages as m
 from lompo_core.data.preprocess import Preprocessing, decode_image, preprocess, to_model_image
 from lompo_core.errors import ImageError
-from bagfactory import BagSpec, image_message
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (30, 40, 3), dtype=np.uint8)
