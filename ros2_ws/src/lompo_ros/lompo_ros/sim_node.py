@@ -1,0 +1,111 @@
+"""sim_node: the MuJoCo drawer task as a ROS node (camera out, commands in, reward and success).
+
+The episode logic (lockstep or real time, resets, seeds) is lompo_core.nodes.SimLoop's; the
+command mapping is lompo_core.nodes.command_to_action, with the scaling the datasets use.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import rclpy
+from geometry_msgs.msg import TwistStamped
+from rclpy.node import Node
+from rclpy.qos import QoSProfile
+from rclpy.signals import SignalHandlerOptions
+from sensor_msgs.msg import Image
+from std_msgs.msg import Bool, Float32, Float64MultiArray, Int32
+from std_srvs.srv import Trigger
+
+from lompo_core.nodes import (
+    LOCKSTEP,
+    SERVO_TWIST,
+    MessageKit,
+    SimFrame,
+    SimLoop,
+    SimNodeParams,
+    command_to_action,
+    sim_frame_messages,
+)
+from lompo_ros.common import declare_dataclass_parameters, now_ns
+
+# Lockstep only checks for a stall on the timer, so it need not tick fast.
+LOCKSTEP_TICK_S = 0.1
+
+
+class SimNode(Node):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("sim_node", **kwargs)
+        values = declare_dataclass_parameters(self, SimNodeParams)
+        self.params = p = SimNodeParams.from_mapping(values)
+        from lompo_core.sim import DrawerCloseSim  # MuJoCo: import only once parameters are valid
+
+        self.sim = DrawerCloseSim(image_size=p.image_size, max_steps=p.max_steps)
+        self.loop = SimLoop(self.sim, p.mode, p.seed, p.command_timeout_s, p.stall_timeout_s)
+        self._kit = MessageKit.from_ros()
+        # Reliable, depth 1: lockstep must not lose the frame the policy answers to.
+        qos = QoSProfile(depth=1)
+        self._pubs = {
+            "episode": self.create_publisher(Int32, p.episode_topic, 10),
+            "image": self.create_publisher(Image, p.image_topic, qos),
+            "reward": self.create_publisher(Float32, p.reward_topic, 10),
+            "success": self.create_publisher(Bool, p.success_topic, 10),
+        }
+        cmd_type = TwistStamped if p.command_interface == SERVO_TWIST else Float64MultiArray
+        self.create_subscription(cmd_type, p.resolved_command_topic, self._on_command, qos)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        period = (
+            LOCKSTEP_TICK_S if p.mode == LOCKSTEP else 1.0 / (p.rate_hz or self.sim.control_rate_hz)
+        )
+        self.create_timer(period, self._on_tick)
+        self.get_logger().info(
+            f"{p.mode} sim, {p.image_size}px camera on {p.image_topic}, commands "
+            f"({p.command_interface}) on {p.resolved_command_topic}"
+        )
+
+    def _publish(self, frames: list[SimFrame]) -> None:
+        for frame in frames:
+            for role, msg in sim_frame_messages(self._kit, frame, now_ns(self)).items():
+                self._pubs[role].publish(msg)
+            if frame.done:
+                self.get_logger().info(
+                    f"episode {frame.episode}: {frame.reason} after {frame.t} steps "
+                    f"({self.loop.successes} successes so far)"
+                )
+
+    def _now_s(self) -> float:
+        return now_ns(self) / 1e9
+
+    def _on_command(self, msg: Any) -> None:
+        action, reason = command_to_action(msg, self.sim.action_scaling)
+        if reason != "ok":
+            self.get_logger().warn(f"command ignored: {reason}", throttle_duration_sec=5.0)
+        self._publish(self.loop.on_command(action, self._now_s(), reason))
+
+    def _on_tick(self) -> None:
+        self._publish(self.loop.on_tick(self._now_s()))
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        self._publish(self.loop.reset(self._now_s(), "reset by service"))
+        response.success = True
+        response.message = f"episode {self.loop.episode}"
+        return response
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    node = SimNode()
+    try:
+        rclpy.spin(node)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.sim.close()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
