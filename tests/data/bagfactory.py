@@ -127,13 +127,13 @@ def write_bag(path: Path, spec: BagSpec) -> BagSpec:
         k, sub = divmod(j, spec.camera_factor)
         if sub == 0 and k in spec.skip_images:
             continue
-        stamp = T0 + j * cam_dt + int(spec.image_offset_s * 1e9)
+        log_time = stamp = T0 + j * cam_dt + int(spec.image_offset_s * 1e9)
         if spec.reverse_images_at is not None and j == spec.reverse_images_at:
-            stamp -= 2 * cam_dt
+            stamp -= 2 * cam_dt  # the header goes back in time, the arrival order does not
         rgb = np.empty((spec.height, spec.width, 3), np.uint8)
         rgb[:] = frame_colour(j)
         events.append(
-            (stamp, 0, spec.image_topic, img_type, image_message(ts, spec, rgb, stamp, ros1))
+            (log_time, 0, spec.image_topic, img_type, image_message(ts, spec, rgb, stamp, ros1))
         )
     spec.commands = []
     for k in range(spec.n - 1):
