@@ -5,6 +5,7 @@ from glob import glob
 from setuptools import find_packages, setup
 
 PACKAGE = "lompo_ros"
+POLICY = glob("models/drawer_close/*")
 
 setup(
     name=PACKAGE,
@@ -18,9 +19,9 @@ setup(
         # out of the package would install a dangling link under --symlink-install.
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
-        # The shipped policy, when the repository has one (models/ is a symlink like launch/).
-        (f"share/{PACKAGE}/models/drawer_close", glob("models/drawer_close/*")),
-    ],
+    ]
+    # The shipped policy, when the repository has one (models/ is a symlink like launch/).
+    + ([(f"share/{PACKAGE}/models/drawer_close", POLICY)] if POLICY else []),
     install_requires=["setuptools"],
     zip_safe=True,
     maintainer="lompo maintainers",
