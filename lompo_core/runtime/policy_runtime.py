@@ -209,6 +209,8 @@ class PolicyRuntime:
         if isinstance(image, np.ndarray):
             if image.dtype.kind in "fc" and not np.all(np.isfinite(image)):
                 raise _InputNotFinite(f"NaN or Inf in the input image (dtype {image.dtype})")
+            if image.size == 0:
+                raise ImageError(f"empty image array (shape {image.shape})")
             rgb = image
         elif image is None:
             raise ImageError("no image (None)")

@@ -138,7 +138,8 @@ def test_set_prev_action_feeds_the_executed_action(runtime):
     ("image", "reason"),
     [
         (None, "decode: no image"),
-        (np.zeros((0, 5, 3), np.uint8), "decode: expected an RGB image"),
+        (np.zeros((0, 5, 3), np.uint8), "decode: empty image array"),
+        (np.zeros((40, 0), np.uint16), "decode: empty image array"),
         (np.zeros((10, 10, 4), np.uint8), "decode: expected an RGB image"),
         (np.zeros((10, 10, 3), np.float32), "decode: expected a uint8 image"),
         (np.full((10, 10, 3), np.nan, np.float32), "nonfinite: NaN or Inf in the input image"),
