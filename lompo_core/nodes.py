@@ -545,6 +545,12 @@ class SimLoop:
     Lockstep is deterministic: the n-th command of an episode always produces the same frame,
     whatever the timing. Real time steps on a clock with the latest command, like a robot; a
     command older than ``command_timeout_s`` counts as zero, as MoveIt Servo would treat it.
+
+    ``answer_final``: the driver answers every image, the episode's last one included (a policy
+    node cannot tell it is the last). Lockstep then starts the next episode on that answer,
+    without applying it; otherwise the answer would step the new episode and leave two commands
+    in flight for good. A driver that skips final frames (``lompo eval``) leaves it False and
+    gets the final frame and the next episode's first frame together.
     """
 
     def __init__(
@@ -554,8 +560,11 @@ class SimLoop:
         seed: int = 0,
         command_timeout_s: float = 0.5,
         stall_timeout_s: float = 1.0,
+        answer_final: bool = False,
     ) -> None:
         self.sim = sim
+        self.answer_final = bool(answer_final)
+        self._pending_reset: str | None = None  # why the episode ended, until its answer comes
         self.mode = check_choice("mode", mode, SIM_MODES)
         self.seed = int(seed)
         self.command_timeout_s = float(command_timeout_s)
@@ -571,6 +580,7 @@ class SimLoop:
     def reset(self, now_s: float = 0.0, reason: str = "reset") -> list[SimFrame]:
         """Start the next episode; its seed is ``seed + episode`` so a run is reproducible."""
         self.episode += 1
+        self._pending_reset = None
         step = self.sim.reset(self.seed + self.episode)
         self._action = np.zeros(self.sim.action_dim)
         self._action_time_s = -math.inf
@@ -598,7 +608,10 @@ class SimLoop:
         frames = [self._frame(step, reason, now_s)]
         if frames[0].done:
             self.successes += int(step.success)
-            frames += self.reset(now_s, f"reset after {reason}")
+            if self.answer_final and self.mode == LOCKSTEP:
+                self._pending_reset = reason
+            else:
+                frames += self.reset(now_s, f"reset after {reason}")
         return frames
 
     def on_command(self, action: np.ndarray, now_s: float, reason: str = "ok") -> list[SimFrame]:
@@ -606,6 +619,8 @@ class SimLoop:
         if reason != "ok":
             self.bad_commands += 1
         if self.mode == LOCKSTEP:
+            if self._pending_reset is not None:  # the answer to the episode's last frame
+                return self.reset(now_s, f"reset after {self._pending_reset}")
             return self._step(np.asarray(action, np.float64), now_s)
         self._action = np.asarray(action, np.float64)
         self._action_time_s = now_s

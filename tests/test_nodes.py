@@ -302,3 +302,16 @@ def test_realtime_steps_on_the_clock_with_the_latest_fresh_command(sim):
     np.testing.assert_array_equal(
         ref.on_command(np.zeros(3), 0.2)[0].image, stale_loop_frames[0].image
     )
+
+
+def test_lockstep_answering_the_final_frame_resets_without_stepping(sim):
+    loop = SimLoop(sim, LOCKSTEP, seed=5, answer_final=True)
+    frames = loop.reset(0.0)
+    for i in range(6):
+        frames += loop.on_command(np.array([0.3, 0.0, 0.0]), 0.01 * (i + 1))
+    # One frame per command, the time-limit frame last: the driver answers it too.
+    assert [f.t for f in frames] == [0, 1, 2, 3, 4, 5, 6] and frames[-1].done
+    (first,) = loop.on_command(np.array([1.0, 1.0, 1.0]), 0.1)  # not applied: starts episode 1
+    assert (first.episode, first.t, first.reason) == (1, 0, "reset after time limit")
+    (step,) = loop.on_command(np.zeros(3), 0.11)
+    assert (step.episode, step.t) == (1, 1)

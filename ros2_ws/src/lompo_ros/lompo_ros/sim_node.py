@@ -42,7 +42,10 @@ class SimNode(Node):
         from lompo_core.sim import DrawerCloseSim  # MuJoCo: import only once parameters are valid
 
         self.sim = DrawerCloseSim(image_size=p.image_size, max_steps=p.max_steps)
-        self.loop = SimLoop(self.sim, p.mode, p.seed, p.command_timeout_s, p.stall_timeout_s)
+        # answer_final: policy_node answers every image, the episode's last one too.
+        self.loop = SimLoop(
+            self.sim, p.mode, p.seed, p.command_timeout_s, p.stall_timeout_s, answer_final=True
+        )
         self._kit = MessageKit.from_ros()
         # Reliable, depth 1: lockstep must not lose the frame the policy answers to.
         qos = QoSProfile(depth=1)
