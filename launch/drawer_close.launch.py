@@ -18,6 +18,7 @@ from launch.actions import DeclareLaunchArgument, ExecuteProcess
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PythonExpression
 from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
 
 from launch import LaunchDescription
 
@@ -127,10 +128,11 @@ def generate_launch_description() -> LaunchDescription:
             "' == 'servo_twist' else '", JOINT_GROUP_TOPIC, "')",
         ]
     )  # fmt: skip
+    # Typed as strings: launch would otherwise read a value such as a numeric path as YAML.
     topics = {
-        "image_topic": image_topic,
-        "command_topic": resolved_command_topic,
-        "command_interface": command_interface,
+        "image_topic": ParameterValue(image_topic, value_type=str),
+        "command_topic": ParameterValue(resolved_command_topic, value_type=str),
+        "command_interface": ParameterValue(command_interface, value_type=str),
     }
     policy = Node(
         package=PACKAGE,
@@ -138,7 +140,10 @@ def generate_launch_description() -> LaunchDescription:
         name="policy_node",
         namespace=namespace,
         output="screen",
-        parameters=[params_file, {**topics, "model_path": model_path}],
+        parameters=[
+            params_file,
+            {**topics, "model_path": ParameterValue(model_path, value_type=str)},
+        ],
         ros_arguments=["--log-level", log_level],
     )
     sim = Node(
