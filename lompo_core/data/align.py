@@ -29,7 +29,7 @@ import numpy as np
 @dataclass
 class AlignedStep:
     stamp: int
-    image: np.ndarray
+    image: Any  # [H, W, 3] uint8, or a Future of it while a worker thread decodes it
     action: np.ndarray
     reward: float = 0.0
     success: bool = False
@@ -68,7 +68,7 @@ class Aligner:
         dt_ns: int,
         tol_ns: int,
         gap_ns: int,
-        action_dim: int,
+        action_dim: int | None,
         decode: Callable[[Any, int], np.ndarray],
         emit: Callable[[AlignedEpisode], None],
         min_length: int = 2,
@@ -79,7 +79,8 @@ class Aligner:
         self.decode, self.emit = decode, emit
         self.min_length, self.max_length = min_length, max_length
         self.success_ends = success_ends
-        self.zero = np.zeros(action_dim, np.float32)
+        # None: taken from the first command (action[0] of every episode is this zero vector).
+        self.zero = None if action_dim is None else np.zeros(action_dim, np.float32)
         self.stats = AlignStats()
         self._steps: list[AlignedStep] | None = None  # the open episode
         self._final = 0  # steps of the open episode whose reward window has closed
@@ -124,6 +125,8 @@ class Aligner:
         st.first_command = stamp if st.first_command is None else st.first_command
         st.last_command = stamp
         self._command = (stamp, action)
+        if self.zero is None:
+            self.zero = np.zeros_like(action, dtype=np.float32)
         cand = self._candidate
         if self._steps is None and cand is not None and 0 <= stamp - cand[0] <= self.gap:
             self._candidate = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,6 +36,8 @@ from lompo_core.errors import BagError, DatasetError, ImageError, LompoError
 CLIP_EPS = 1e-6  # a command at exactly the limit is not "clipped" after float rounding
 RATE_PROBE = 100  # action messages read to infer the control rate
 RATE_MISMATCH = 0.1  # relative rate difference between bags that is refused
+DECODE_THREADS = 2  # decode + resize workers beside the reading thread
+DECODE_QUEUE = 16  # frames in flight: bounds memory (raw 640x480 frames are ~1 MB each)
 
 
 @dataclass
@@ -142,7 +145,7 @@ def convert(
         bar = tqdm(total=0, unit="frame", desc="convert", disable=not progress)
         try:
             for path in paths:
-                if rate is None:
+                if rate is None:  # from the first bag; the others are checked against it
                     rate = _probe_actions(path, config)[1]
                 src = _convert_bag(path, config, float(rate), rate_source, writer, bar, out)
                 src.sha256 = hashes[path].result()
@@ -179,8 +182,8 @@ def convert(
 
 
 # -- one bag ------------------------------------------------------------------------------------
-def _probe_actions(path: Path, config: ConvertConfig) -> tuple[int, float]:
-    """(action dimension, control rate from the median period of the first commands)."""
+def _probe_actions(path: Path, config: ConvertConfig, count: int = RATE_PROBE) -> tuple[int, float]:
+    """(action dimension, control rate from the median period of the first ``count`` commands)."""
     with br.Bag(path, config.distro) as bag:
         msgtype = bag.require(config.action_topic, br.ACTION_TYPES, "action", "--action-topic")
         get, _ = br.action_reader(msgtype, config.action.fields)
@@ -189,8 +192,14 @@ def _probe_actions(path: Path, config: ConvertConfig) -> tuple[int, float]:
             msg = bag.deserialize(raw, mtype, topic)
             stamps.append(br.header_stamp(msg, t))
             dim = dim or len(get(msg))
-            if len(stamps) >= RATE_PROBE:
+            if len(stamps) >= count:
                 break
+    if count < 2:
+        return dim, 0.0
+    return dim, _rate(stamps, path, config)
+
+
+def _rate(stamps: list[int], path: Path, config: ConvertConfig) -> float:
     periods = np.diff(np.array(stamps, np.int64))
     periods = periods[periods > 0]
     if len(periods) == 0:
@@ -198,7 +207,7 @@ def _probe_actions(path: Path, config: ConvertConfig) -> tuple[int, float]:
             f"{path}: action topic {config.action_topic!r}: too few distinct stamps to infer the "
             "control rate; pass --rate HZ"
         )
-    return dim, 1e9 / float(np.median(periods))
+    return 1e9 / float(np.median(periods))
 
 
 def _convert_bag(
@@ -210,22 +219,13 @@ def _convert_bag(
     bar: Any,
     out: Path,
 ) -> SourceReport:
-    dim, bag_rate = _probe_actions(path, config)
-    if rate_source != "given" and abs(bag_rate - rate) > RATE_MISMATCH * rate:
-        raise BagError(
-            f"{path}: action topic {config.action_topic!r} runs at {bag_rate:.3g} Hz, the other "
-            f"bags at {rate:.3g} Hz; convert them separately or pass --rate HZ"
-        )
     dt, tol, gap = config.timing(rate)
     src = SourceReport(
         path=os.path.relpath(path.resolve(), out.resolve().parent),
         format=br.bag_format(path),
         size_bytes=br.bag_size(path),
         sha256="",
-        action_rate_hz=round(bag_rate, 6),
-        action_dim=dim,
     )
-    limits = np.array(config.action.limits(dim), np.float64)
     p = config.preprocessing
     with br.Bag(path, config.distro) as bag:
         image_topic, action_topic = config.image_topic, config.action_topic
@@ -249,7 +249,7 @@ def _convert_bag(
         bar.total += bag.topics[image_topic].count
         bar.refresh()
 
-        def decode(msg: Any, stamp: int) -> np.ndarray:
+        def decode_one(msg: Any, stamp: int) -> np.ndarray:
             try:
                 rgb = decode_image(msg)
             except ImageError as exc:
@@ -261,10 +261,23 @@ def _convert_bag(
                 src.image_encoding = str(getattr(msg, "encoding", getattr(msg, "format", "")))
             return preprocess(rgb, p)
 
+        # Decoding and resizing run in threads (OpenCV releases the GIL) while this thread
+        # reads the bag; a short queue keeps memory bounded and errors prompt.
+        inflight: deque[Future[np.ndarray]] = deque()
+
+        def decode(msg: Any, stamp: int) -> Future[np.ndarray]:
+            inflight.append(pool.submit(decode_one, msg, stamp))
+            while len(inflight) > DECODE_QUEUE:
+                inflight.popleft().result()
+            return inflight[-1]
+
         index = 0
 
         def emit(ep: AlignedEpisode) -> None:
             nonlocal index
+            for step in ep.steps:
+                if isinstance(step.image, Future):
+                    step.image = step.image.result()
             writer.write(ep, path, index, src)
             index += 1
 
@@ -272,7 +285,7 @@ def _convert_bag(
             dt,
             tol,
             gap,
-            dim,
+            None,  # the action size is that of the first command
             decode,
             emit,
             config.min_length,
@@ -280,30 +293,27 @@ def _convert_bag(
             success_ends=success_topic is not None,
         )
         order = br.StampOrder(path, int(config.max_latency_s * 1e9))
-        topics = [t for t in (image_topic, action_topic, reward_topic, success_topic) if t]
+        kinds = {image_topic: "image", action_topic: "action"}
+        if reward_topic:
+            kinds[reward_topic] = "reward"
+        if success_topic:
+            kinds[success_topic] = "success"
         frames = 0
-        for topic, msgtype, t, raw in bag.raw_messages(topics):
-            msg = bag.deserialize(raw, msgtype, topic)
-            stamp = br.header_stamp(msg, t)
-            if topic == image_topic:
-                order.push(topic, stamp, t, 0, msg)
-                frames += 1
-                if frames % 256 == 0:
-                    bar.update(256)
-            elif topic == action_topic:
-                order.push(
-                    topic, stamp, t, 2, _normalise(get_action(msg), limits, src, path, topic)
-                )
-            elif topic == reward_topic:
-                order.push(topic, stamp, t, 1, float(msg.data))
-            else:
-                order.push(topic, stamp, t, 1, bool(msg.data))
-            for item in order.pop_ready(t):
-                _dispatch(aligner, item, image_topic, action_topic, reward_topic)
-        for item in order.pop_all():
-            _dispatch(aligner, item, image_topic, action_topic, reward_topic)
-        aligner.finish()
+        command_stamps: list[int] = []
+        pool = ThreadPoolExecutor(max_workers=DECODE_THREADS)
+        try:
+            _stream(bag, kinds, order, aligner, src, config, get_action, bar, command_stamps)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        frames = aligner.stats.images
         bar.update(frames % 256)
+    bag_rate = _rate(command_stamps, path, config) if len(command_stamps) > 1 else rate
+    src.action_rate_hz = round(bag_rate, 6)
+    if rate_source != "given" and abs(bag_rate - rate) > RATE_MISMATCH * rate:
+        raise BagError(
+            f"{path}: action topic {config.action_topic!r} runs at {bag_rate:.3g} Hz, the other "
+            f"bags at {rate:.3g} Hz; convert them separately or pass --rate HZ"
+        )
 
     st = aligner.stats
     src.frames, src.frames_used, src.commands = st.images, st.images_used, st.commands
@@ -311,6 +321,50 @@ def _convert_bag(
     if st.episodes == 0:
         raise BagError(_no_episode_reason(path, config, st))
     return src
+
+
+def _stream(
+    bag: br.Bag,
+    kinds: dict[str, str],
+    order: br.StampOrder,
+    aligner: Aligner,
+    src: SourceReport,
+    config: ConvertConfig,
+    get_action: Any,
+    bar: Any,
+    command_stamps: list[int],
+) -> None:
+    """Read the bag once, in arrival order, and feed the aligner in stamp order."""
+    frames = 0
+    limits: np.ndarray | None = None
+    for topic, msgtype, t, raw in bag.raw_messages(list(kinds)):
+        msg = bag.deserialize(raw, msgtype, topic)
+        stamp = br.header_stamp(msg, t)
+        kind = kinds[topic]
+        if kind == "image":
+            order.push(topic, stamp, t, 0, msg)
+            frames += 1
+            if frames % 256 == 0:
+                bar.update(256)
+        elif kind == "action":
+            if len(command_stamps) < RATE_PROBE:
+                command_stamps.append(stamp)
+            command = get_action(msg)
+            if limits is None:
+                src.action_dim = command.size
+                try:
+                    limits = np.array(config.action.limits(command.size), np.float64)
+                except LompoError as exc:
+                    raise BagError(f"{bag.path}: action topic {topic!r}: {exc}") from None
+            action = _normalise(command, limits, src, bag.path, topic)
+            order.push(topic, stamp, t, 2, action)
+        else:
+            order.push(topic, stamp, t, 1, float(msg.data) if kind == "reward" else bool(msg.data))
+        for item in order.pop_ready(t):
+            _dispatch(aligner, item, kinds)
+    for item in order.pop_all():
+        _dispatch(aligner, item, kinds)
+    aligner.finish()
 
 
 def _normalise(
@@ -329,13 +383,14 @@ def _normalise(
     return np.clip(action, -1.0, 1.0).astype(np.float32)
 
 
-def _dispatch(aligner: Aligner, item: tuple[int, str, Any], image: str, action: str, reward: Any):
+def _dispatch(aligner: Aligner, item: tuple[int, str, Any], kinds: dict[str, str]) -> None:
     stamp, topic, value = item
-    if topic == image:
+    kind = kinds[topic]
+    if kind == "image":
         aligner.image(stamp, value)
-    elif topic == action:
+    elif kind == "action":
         aligner.command(stamp, value)
-    elif topic == reward:
+    elif kind == "reward":
         aligner.reward(stamp, value)
     else:
         aligner.success(stamp, value)

@@ -1,0 +1,98 @@
+"""Converter speed: frames/s for 640x480 rgb8 and jpeg bags against rosbags' own read+deserialise.
+
+The floor is what any rosbags-based tool must pay: iterate the bag and deserialise every message,
+nothing else. ``lompo convert`` adds stamp ordering, alignment, decoding, the area resize to 64x64,
+the bag's sha256 and writing the episodes. Target (issue 3): >= 70% of the floor for raw images.
+
+    python benchmarks/convert_speed.py [--frames 600] [--storage mcap]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from rosbags.highlevel import AnyReader
+from rosbags.rosbag2 import StoragePlugin, Writer
+
+from lompo_core import messages as m
+from lompo_core.data.convert import convert
+from lompo_core.data.convert_config import ConvertConfig
+
+RATE_HZ = 30.0
+
+
+def write_bag(path: Path, frames: int, encoding: str, storage: str) -> int:
+    """A 640x480 camera and a command per frame, 30 Hz; returns the bag's size in bytes."""
+    ts = m.typestore("jazzy")
+    rng = np.random.default_rng(0)
+    # Smooth random scenes: jpeg then compresses like a camera image, not like noise.
+    base = cv2.resize(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), (640, 480))
+    dt = int(1e9 / RATE_HZ)
+    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    with Writer(path, version=9, storage_plugin=plugin) as w:
+        ctype = m.COMPRESSED_IMAGE_TYPE if encoding == "jpeg" else m.IMAGE_TYPE
+        ci = w.add_connection(m.IMAGE_TOPIC, ctype, typestore=ts)
+        cc = w.add_connection(m.COMMAND_TOPIC, m.TWIST_STAMPED_TYPE, typestore=ts)
+        for k in range(frames):
+            t = 1_000_000_000_000 + k * dt
+            frame = np.roll(base, k * 3, axis=1)
+            if encoding == "jpeg":
+                _, buf = cv2.imencode(".jpg", frame[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+                msg = ts.types[ctype](
+                    header=m.header(ts, t, "cam"), format="jpeg", data=buf.ravel()
+                )
+            else:
+                msg = m.image_msg(ts, frame, t)
+            w.write(ci, t, ts.serialize_cdr(msg, ctype))
+            cmd = m.twist_msg(ts, np.sin([k / 10, k / 13, k / 17]) * 0.5, t + dt // 4)
+            w.write(cc, t + dt // 4, ts.serialize_cdr(cmd, m.TWIST_STAMPED_TYPE))
+    return sum(p.stat().st_size for p in path.iterdir())
+
+
+def floor(path: Path) -> float:
+    """Seconds for rosbags to read and deserialise every message of the bag."""
+    start = time.perf_counter()
+    with AnyReader([path]) as reader:
+        for conn, _, raw in reader.messages():
+            reader.deserialize(raw, conn.msgtype)
+    return time.perf_counter() - start
+
+
+def ours(path: Path, out: Path) -> float:
+    start = time.perf_counter()
+    convert([path], out, ConvertConfig(reward="none"), overwrite=True)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=600)
+    ap.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
+    ap.add_argument("--repeats", type=int, default=3, help="best of N (the machine is shared)")
+    args = ap.parse_args()
+    cv2.setNumThreads(1)  # measure one core's worth; the converter does not rely on more
+    root = Path(tempfile.mkdtemp(prefix="convert_speed_"))
+    try:
+        print(f"{args.frames} frames, 640x480, {args.storage}, best of {args.repeats}")
+        print(f"{'bag':<8} {'MB':>7} {'floor fr/s':>11} {'convert fr/s':>13} {'ratio':>6}")
+        for encoding in ("rgb8", "jpeg"):
+            bag = root / encoding
+            size = write_bag(bag, args.frames, encoding, args.storage)
+            floor_s = min(floor(bag) for _ in range(args.repeats))
+            conv_s = min(ours(bag, root / f"ds_{encoding}") for _ in range(args.repeats))
+            print(
+                f"{encoding:<8} {size / 1e6:7.1f} {args.frames / floor_s:11.0f} "
+                f"{args.frames / conv_s:13.0f} {floor_s / conv_s:6.0%}"
+            )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
