@@ -7,6 +7,7 @@ last. The resolved config is what a run saves in its folder and what a resume co
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import types
@@ -82,6 +83,7 @@ class AgentConfig:
 class DataConfig:
     holdout: float = 0.05  # fraction of episodes kept out of model training (figures, eval loss)
     cache_episodes: int = 512  # decoded episodes kept in memory by the sequence sampler
+    validate: bool = True  # read every episode once before training: a bad file fails early
 
 
 @dataclass
@@ -162,6 +164,9 @@ def all_keys(cfg: Any = None, prefix: str = "") -> list[str]:
 
 
 def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
+    if isinstance(value, str) and tp in (int, float):
+        with contextlib.suppress(ValueError):  # YAML 1.1 reads "1e3" as a string
+            value = float(value)
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)

@@ -67,7 +67,7 @@ class SAC(nn.Module):
     """Holds the networks and the temperature; ``update`` is one gradient step on a batch.
 
     ``actor`` and ``critic`` may be swapped for DistributedDataParallel wrappers of themselves
-    (see ``wrap``): the update calls them through ``self.actor_fwd``/``self.critic_fwd`` so that
+    (see ``wrap``): the update calls them through ``self._fwd`` so that
     gradients are averaged across ranks, and uses the bare modules where no gradient is wanted.
     """
 
@@ -82,8 +82,8 @@ class SAC(nn.Module):
         self.log_alpha = nn.Parameter(torch.tensor(math.log(cfg.init_alpha)))
         te = cfg.target_entropy
         self.target_entropy = float(-action_dim if te is None else te)
-        self.actor_fwd: nn.Module = self.actor
-        self.critic_fwd: nn.Module = self.critic
+        # A plain dict, not attributes: a wrapper must not add keys to the state dict.
+        self._fwd: dict[str, nn.Module] = {"actor": self.actor, "critic": self.critic}
         self._allreduce = None
 
     def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -97,8 +97,7 @@ class SAC(nn.Module):
     def wrap(self, wrapper, allreduce) -> None:
         """Route the gradient-carrying calls through ``wrapper(module)`` (DDP); ``allreduce``
         averages the temperature's gradient, which no module owns."""
-        self.actor_fwd = wrapper(self.actor)
-        self.critic_fwd = wrapper(self.critic)
+        self._fwd = {"actor": wrapper(self.actor), "critic": wrapper(self.critic)}
         self._allreduce = allreduce
 
     def update(
@@ -114,7 +113,7 @@ class SAC(nn.Module):
             tq1, tq2 = self.critic_target(next_feat, next_action)
             next_v = torch.min(tq1, tq2) - alpha * next_logp
             target = reward + c.discount * (1.0 - terminal) * next_v
-        q1, q2 = self.critic_fwd(feat, action)
+        q1, q2 = self._fwd["critic"](feat, action)
         critic_loss = 0.5 * ((q1 - target).square().mean() + (q2 - target).square().mean())
         opt["critic"].zero_grad(set_to_none=True)
         critic_loss.backward()
@@ -123,7 +122,7 @@ class SAC(nn.Module):
 
         # The actor's loss goes through the critic, whose weights must not move with it.
         self.critic.requires_grad_(False)
-        new_action, logp = self.actor_fwd(feat)
+        new_action, logp = self._fwd["actor"](feat)
         nq1, nq2 = self.critic(feat, new_action)
         actor_loss = (alpha * logp - torch.min(nq1, nq2)).mean()
         opt["actor"].zero_grad(set_to_none=True)

@@ -94,6 +94,10 @@ class Trainer:
         torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
         self._owns_group = distributed.init(self.dist, self.device)
         self.dataset = EpisodeDataset(dataset)
+        if cfg.data.validate:
+            # One episode in memory at a time; a malformed file is named now, not mid-training.
+            for i in range(len(self.dataset)):
+                self.dataset.load(i)
         self.run_dir = Path(run)
         self.dataset_info = dataset_record(self.dataset)
         self._prepare_run_dir()

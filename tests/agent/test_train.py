@@ -1,0 +1,174 @@
+"""End-to-end runs of the trainer on the debug preset (seconds each)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lompo_core.agent.trainer import Trainer, train
+from lompo_core.cli import main as cli_main
+from lompo_core.config import resolve
+from lompo_core.errors import DatasetError, LompoError
+from lompo_core.model.policy_step import load_policy_step
+
+
+def _metrics(run: Path, key: str) -> list[float]:
+    lines = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    return [ln[key] for ln in lines if key in ln]
+
+
+def test_debug_run_lowers_model_loss_and_writes_the_run_folder(tiny_dataset, tmp_path):
+    run = train(tiny_dataset, tmp_path / "run", "debug", ["world.steps=60"])
+    loss = _metrics(run, "model/loss")
+    assert np.mean(loss[-2:]) < np.mean(loss[:2]) - 20.0, loss
+    assert (run / "config.yaml").is_file() and list((run / "tensorboard").iterdir())
+    ds = json.loads((run / "dataset.json").read_text())
+    assert ds["hash"] and ds["action"]["names"] == ["linear.x", "linear.y", "linear.z"]
+    assert ds["preprocessing"] == {"crop": None, "size": 64}
+    figures = sorted((run / "figures").glob("model-*.png"))
+    assert len(figures) == 6  # every 10 model updates
+    import cv2
+
+    fig = cv2.imread(str(figures[-1]))
+    assert fig.shape[1] == 8 * 64 and fig.shape[0] == 2 * 3 * 64 + 4  # 2 sequences x 3 rows
+    assert (run / "checkpoints" / "last.pt").is_symlink()
+    assert _metrics(run, "agent/q") and _metrics(run, "rollout/uncertainty")
+
+
+def _finish(dataset, run, overrides=(), stop_at=None, log=None) -> Trainer:
+    t = Trainer(dataset, run, resolve("debug", list(overrides)), log=log or (lambda m: None))
+    t.run(stop_at=stop_at)
+    return t
+
+
+def _timeless(run: Path) -> list[dict]:
+    out = []
+    for ln in (run / "metrics.jsonl").read_text().splitlines():
+        d = json.loads(ln)
+        out.append({k: v for k, v in d.items() if k != "wall_s" and not k.startswith("speed/")})
+    return out
+
+
+def test_resume_continues_exactly_as_the_uninterrupted_run(tiny_dataset, tmp_path):
+    ref = _finish(tiny_dataset, tmp_path / "ref")
+    run = tmp_path / "cut"
+    # Interrupted in the model phase (after checkpoints 10 and 20), then in the policy phase
+    # (after 30 and 40); each resume starts from the last checkpoint and redoes what was lost.
+    _finish(tiny_dataset, run, stop_at=25)
+    assert Path((run / "checkpoints" / "last.pt").readlink()).name == "ckpt-00000020.pt"
+    _finish(tiny_dataset, run, stop_at=47)
+    logs: list[str] = []
+    resumed = _finish(tiny_dataset, run, log=logs.append)
+    assert any("resuming" in m and "ckpt-00000040.pt" in m for m in logs)
+    a, b = ref.params_for_check(), resumed.params_for_check()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    for k, v in ref.agent_opt["actor"].state_dict()["state"].items():
+        assert torch.equal(
+            v["exp_avg"], resumed.agent_opt["actor"].state_dict()["state"][k]["exp_avg"]
+        )
+    assert _timeless(run) == _timeless(tmp_path / "ref")
+    logs.clear()
+    _finish(tiny_dataset, run, log=logs.append)
+    assert any("finished" in m for m in logs)
+
+
+def test_no_rollouts_and_zero_penalty_baselines(tiny_dataset, tmp_path):
+    t = _finish(tiny_dataset, tmp_path / "a", ["agent.rollouts=false"])
+    assert t.model_buf is None and len(t.real) > 0
+    assert not _metrics(tmp_path / "a", "rollout/uncertainty")
+    t = _finish(tiny_dataset, tmp_path / "b", ["agent.lmbda=0", "agent.penalty=mean"])
+    assert t.model_buf is not None and len(t.model_buf) >= 64
+
+
+def test_policy_step_loads_from_a_run(tiny_dataset, tmp_path):
+    t = _finish(tiny_dataset, tmp_path / "run")
+    step, info = load_policy_step(tmp_path / "run")
+    assert info["step"] == 30 and info["seed"] == 0
+    assert info["config"]["model"]["deter"] == step.deter_dim
+    assert info["dataset"]["action"]["names"] == ["linear.x", "linear.y", "linear.z"]
+    feat = torch.randn(5, step.stoch_dim + step.deter_dim)
+    torch.testing.assert_close(step.actor.mode(feat), t.sac.actor.mode(feat))
+    image = torch.zeros(1, 64, 64, 3, dtype=torch.uint8)
+    action, deter, stoch, u = step(
+        image, torch.zeros(1, 3), torch.zeros(1, step.deter_dim), torch.zeros(1, step.stoch_dim)
+    )
+    assert action.shape == (1, 3) and u.shape == (1,) and float(action.abs().max()) <= 1.0
+
+
+def test_resume_refuses_another_config_or_dataset_and_foreign_folders(tiny_dataset, tmp_path):
+    from agent_datasets import write_dataset
+
+    run = tmp_path / "run"
+    _finish(tiny_dataset, run, ["world.steps=10", "agent.steps=10"])
+    with pytest.raises(LompoError, match="another config.*world.steps"):
+        _finish(tiny_dataset, run, ["world.steps=20", "agent.steps=10"])
+    other = write_dataset(tmp_path / "other", seed=5)
+    with pytest.raises(LompoError, match="dataset"):
+        _finish(other, run, ["world.steps=10", "agent.steps=10"])
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(LompoError, match="not a lompo run folder"):
+        _finish(tiny_dataset, foreign)
+    assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def _break(root: Path, how: str) -> None:
+    path = root / "ep_0003.npz"
+    with np.load(path) as z:
+        ep = {k: z[k] for k in z.files}
+    if how == "missing key":
+        del ep["reward"]
+    elif how == "dtype":
+        ep["image"] = ep["image"].astype(np.float32)
+    elif how == "shape":
+        ep["image"] = ep["image"][:, :32]
+    elif how == "empty":
+        ep = {k: v[:0] for k, v in ep.items()}
+    np.savez(path, **ep)
+
+
+@pytest.mark.parametrize(
+    "how, match",
+    [
+        ("missing key", "ep_0003.npz: missing key.*reward"),
+        ("dtype", "ep_0003.npz: key 'image' has dtype float32"),
+        ("shape", "ep_0003.npz: key 'image' has shape"),
+        ("empty", "ep_0003.npz: empty episode"),
+    ],
+)
+def test_bad_dataset_gives_a_clear_error(tmp_path, how, match):
+    from agent_datasets import write_dataset
+
+    root = write_dataset(tmp_path / "ds")
+    _break(root, how)
+    with pytest.raises(DatasetError, match=match):
+        train(root, tmp_path / "run", "debug")
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_reports_errors_in_one_line(tmp_path, capsys):
+    rc = cli_main(["train", "--dataset", str(tmp_path / "nope"), "--run", str(tmp_path / "r")])
+    assert rc == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "dataset folder not found" in err
+    rc = cli_main(
+        [
+            "train",
+            "--dataset",
+            "x",
+            "--run",
+            "y",
+            "--preset",
+            "debug",
+            "--print-config",
+            "agent.lmbda=0",
+        ]
+    )
+    assert rc == 0 and "lmbda: 0.0" in capsys.readouterr().out

@@ -1,0 +1,60 @@
+import pytest
+
+from lompo_core.config import Config, differences, load_presets, parse_overrides, resolve
+from lompo_core.errors import LompoError
+
+
+@pytest.mark.parametrize("name", ["debug", "cpu", "paper"])
+def test_presets_resolve(name):
+    cfg = resolve(name)
+    assert isinstance(cfg, Config)
+    assert Config.from_dict(cfg.to_dict()) == cfg
+
+
+def test_paper_preset_has_the_reference_sizes():
+    cfg = resolve("paper")
+    assert (cfg.model.depth, cfg.model.deter, cfg.model.stoch, cfg.model.heads) == (32, 256, 64, 7)
+    assert (cfg.world.batch, cfg.world.length, cfg.world.steps) == (64, 50, 25_000)
+    assert cfg.agent.steps == 100_000 and cfg.agent.lmbda == 5.0 and cfg.agent.horizon == 5
+
+
+def test_overrides_dotted_and_typed():
+    cfg = resolve(
+        "cpu",
+        ["agent.lmbda=0", "agent.rollouts=false", "world.steps=1e3", "agent.target_entropy=null"],
+    )
+    assert cfg.agent.lmbda == 0.0 and isinstance(cfg.agent.lmbda, float)
+    assert cfg.agent.rollouts is False
+    assert cfg.world.steps == 1000 and isinstance(cfg.world.steps, int)
+    assert cfg.agent.target_entropy is None
+    assert resolve("cpu", ["agent.target_entropy=-2"]).agent.target_entropy == -2.0
+
+
+def test_unknown_key_names_a_close_match():
+    with pytest.raises(LompoError, match="agent.lmbda"):
+        resolve("cpu", ["agent.lambda=1"])
+
+
+@pytest.mark.parametrize(
+    "item", ["world.steps=abc", "agent.rollouts=3", "model.depth=1.5", "agent.penalty=max"]
+)
+def test_bad_values_are_refused(item):
+    with pytest.raises(LompoError):
+        resolve("cpu", [item])
+
+
+def test_malformed_override_and_unknown_preset():
+    with pytest.raises(LompoError, match="key=value"):
+        parse_overrides(["world.steps"])
+    with pytest.raises(LompoError, match="unknown preset"):
+        resolve("gpu")
+
+
+def test_differences_ignore_runtime_keys():
+    a, b = resolve("debug"), resolve("debug", ["threads=2", "device=cpu", "seed=3"])
+    assert differences(a, b) == ["seed: 0 -> 3"]
+
+
+def test_presets_file_only_names_known_keys():
+    for name, body in load_presets().items():
+        Config.from_dict(body or {}, where=name)  # raises on an unknown key
