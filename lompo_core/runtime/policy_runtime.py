@@ -41,8 +41,13 @@ class PolicyRuntime:
             raise PolicyError(f"threads must be an integer >= 1, got {threads!r}")
         self.sidecar: dict[str, Any] = read_sidecar(self.policy_dir)
         sidecar_path = self.policy_dir / "policy.json"
-        onnx_path = self.policy_dir / str(self.sidecar["onnx_file"])
-        if onnx_path.name != ONNX_FILE or not onnx_path.is_file():
+        if self.sidecar["onnx_file"] != ONNX_FILE:  # never a path that leaves the folder
+            raise PolicyError(
+                f"{sidecar_path}: field 'onnx_file' is {self.sidecar['onnx_file']!r}, "
+                f"expected {ONNX_FILE!r}"
+            )
+        onnx_path = self.policy_dir / ONNX_FILE
+        if not onnx_path.is_file():
             raise PolicyError(f"{onnx_path}: missing (named by {sidecar_path}, field 'onnx_file')")
         # Hash the very bytes the session is built from, so the check cannot be raced.
         model_bytes = onnx_path.read_bytes()

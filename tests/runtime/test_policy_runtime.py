@@ -227,6 +227,7 @@ def edit_sidecar(folder: Path, change) -> None:
         (lambda s: s.pop("uncertainty_threshold"), "missing field.*uncertainty_threshold"),
         (lambda s: s.update(uncertainty_threshold=float("nan")), "uncertainty_threshold"),
         (lambda s: s["action"].update(max=[0.1]), "field 'action'"),
+        (lambda s: s.update(onnx_file="../policy.onnx"), "field 'onnx_file'"),
     ],
 )
 def test_refuses_a_mismatched_sidecar(tmp_path, exported, change, match):
