@@ -108,6 +108,23 @@ def test_every_encoding_gives_the_same_model_image(runtime):
     assert grey.ok and np.all(grey.model_image[..., 0] == grey.model_image[..., 2])
 
 
+def test_the_sidecar_preprocessing_is_applied(tmp_path, exported):
+    """A policy trained on cropped frames crops the camera's frames the same way."""
+    from lompo_core.data.preprocess import Preprocessing, preprocess
+
+    folder = copy_policy(exported[1], tmp_path / "p")
+    crop = Preprocessing(crop=(0.25, 0.0, 0.75, 0.5))
+    edit_sidecar(folder, lambda s: s.update(preprocessing=crop.as_dict()))
+    rt = PolicyRuntime(folder)
+    assert rt.preprocessing == crop
+    rgb = scene()
+    r = rt.step(image_msg(rgb, "rgb8"))
+    assert r.ok
+    np.testing.assert_array_equal(r.model_image, preprocess(rgb, crop))
+    # what the model saw is the crop, not the whole frame
+    assert not np.array_equal(r.model_image, preprocess(rgb, Preprocessing()))
+
+
 def test_state_is_carried_and_reset(runtime, exported):
     """Along a dataset episode the runtime is the exported graph with its state fed back."""
     from lompo_core.export.export import run_episode
