@@ -141,6 +141,15 @@ class _PolicySide:
         }
 
 
+def training_camera_size(policy_dir: Path | None) -> int | None:
+    """The square camera size the policy's training images had, from its sidecar, if known."""
+    if policy_dir is None or not (Path(policy_dir) / "policy.json").is_file():
+        return None
+    sidecar = json.loads((Path(policy_dir) / "policy.json").read_text())
+    camera = (sidecar.get("dataset") or {}).get("camera") or {}
+    return int(camera["width"]) if camera.get("width") else None
+
+
 def _video_frame(camera: np.ndarray, model_image: np.ndarray | None, text: list[str]) -> np.ndarray:
     import cv2
 
@@ -174,12 +183,16 @@ def evaluate(
     out: Path | None = None,
     video: bool = False,
     video_episodes: int = 3,
-    image_size: int = 64,
+    image_size: int | None = None,
     max_steps: int = 150,
     distro: str = "jazzy",
     progress: bool = True,
 ) -> EvalReport:
-    """Run ``episodes`` episodes with seeds ``seed .. seed+episodes-1``; ``None`` runs the expert."""
+    """Run ``episodes`` episodes with seeds ``seed .. seed+episodes-1``; ``None`` runs the expert.
+
+    ``image_size`` is the camera's resolution; by default that of the policy's training data
+    (its sidecar), so that its crop sees the same part of the same picture, else 64.
+    """
     from tqdm import tqdm
 
     from lompo_core.nodes import (
@@ -193,6 +206,8 @@ def evaluate(
 
     if episodes < 1:
         raise ValueError("episodes must be at least 1")
+    if image_size is None:
+        image_size = training_camera_size(policy_dir) or 64
     wire = _Wire(distro)
     kit = MessageKit.from_typestore(wire.ts)
     sim = DrawerCloseSim(image_size=image_size, max_steps=max_steps)
