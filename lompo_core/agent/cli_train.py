@@ -15,7 +15,15 @@ EXAMPLE = "lompo train --dataset dataset/ --run runs/drawer --preset cpu agent.l
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", type=Path, required=True, help="dataset folder (lompo convert)")
-    p.add_argument("--run", type=Path, required=True, help="run folder (created, or resumed)")
+    # --run-dir: torchrun's own parser takes a bare --run for an abbreviation of its --run-path.
+    p.add_argument(
+        "--run",
+        "--run-dir",
+        dest="run",
+        type=Path,
+        required=True,
+        help="run folder (created, or resumed); spell it --run-dir under torchrun",
+    )
     p.add_argument(
         "--preset",
         default="cpu",

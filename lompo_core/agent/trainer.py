@@ -324,6 +324,8 @@ class Trainer:
             if self._writer is not None:
                 self._writer.close()
             if self._owns_group:
+                # No rank tears the group down while another still talks to it.
+                distributed.barrier(self.dist)
                 torch.distributed.destroy_process_group()
 
     def _bar(self, total: int, initial: int, desc: str):
