@@ -305,6 +305,7 @@ class Trainer:
 
     def run(self, stop_at: int | None = None) -> Path:
         """Train to the end (or, for tests, stop before update ``stop_at`` with no checkpoint)."""
+        ok = True  # False after an exception: then no final barrier, which could hang
         try:
             if self._resume():
                 self._truncate_metrics()
@@ -320,12 +321,15 @@ class Trainer:
             self._check_ranks_agree()
             self.log(f"finished: {self.run_dir} (last checkpoint {path.name})")
             return self.run_dir
+        except BaseException:
+            ok = False
+            raise
         finally:
             if self._writer is not None:
                 self._writer.close()
             if self._owns_group:
-                # No rank tears the group down while another still talks to it.
-                distributed.barrier(self.dist)
+                if ok:  # no rank tears the group down while another still talks to it
+                    distributed.barrier(self.dist)
                 torch.distributed.destroy_process_group()
 
     def _bar(self, total: int, initial: int, desc: str):
