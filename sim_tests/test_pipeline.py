@@ -1,0 +1,64 @@
+"""The whole pipeline end to end on the debug preset: bags, dataset, run, export, eval."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_reproduce_pipeline_debug(tmp_path):
+    env = dict(
+        os.environ,
+        PRESET="debug",
+        EPISODES="4",
+        IMAGE_SIZE="96",
+        EVAL_EPISODES="2",
+        EVAL_SEED="500",
+        LOMPO=str(Path(sys.executable).parent / "lompo"),
+    )
+    proc = subprocess.run(
+        [str(REPO / "training" / "reproduce.sh"), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for stage in ("collect", "convert", "train", "export", "eval"):
+        assert f"== {stage} done in" in proc.stdout
+
+    bags = sorted((tmp_path / "bags").glob("episode_*"))
+    assert len(bags) == 4
+    meta = json.loads((tmp_path / "dataset" / "meta.json").read_text())
+    assert meta["counts"]["episodes"] == 4 and meta["preprocessing"]["crop"] == [0.2, 0.0, 0.8, 0.6]
+    assert (tmp_path / "run" / "config.yaml").is_file()
+    assert list((tmp_path / "run").rglob("*.pt")), "no checkpoint written"
+
+    sidecar = json.loads((tmp_path / "policy" / "policy.json").read_text())
+    assert sidecar["dataset"]["hash"] == meta["content_hash"]
+    assert sidecar["dataset"]["camera"]["width"] == 96
+    assert math.isfinite(sidecar["uncertainty_threshold"]) and sidecar["uncertainty_threshold"] > 0
+
+    report = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert report["episodes"] == 2 and [e["seed"] for e in report["per_episode"]] == [500, 501]
+    assert 0.0 <= report["success_rate"] <= 1.0
+    assert math.isfinite(report["step_latency_ms_p50"]) and math.isfinite(report["mean_return"])
+    assert (tmp_path / "eval" / "rollout.gif").is_file()
+
+    # Running it again resumes: the bags and dataset are kept, the finished run is not retrained.
+    again = subprocess.run(
+        [str(REPO / "training" / "reproduce.sh"), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "keeping the bags" in again.stdout and "keeping the dataset" in again.stdout
