@@ -70,6 +70,11 @@ class AgentConfig:
     # uncertainty penalty: "log_prob" (std over heads of log p_k(s')) or "mean" (disagreement)
     penalty: str = "log_prob"
     lmbda: float = 5.0
+    # "none": r_hat - lmbda * u, the reference. "data_median": r_hat - lmbda * max(u - u0, 0) with
+    # u0 the median u of the dataset's own transitions: only disagreement beyond what the data
+    # itself shows is penalised. With a sparse reward (1 on success) the reference's penalty,
+    # ~lmbda * 0.3 on every model step even in distribution, drowns the success signal.
+    penalty_offset: str = "none"
     rollouts: bool = True  # False: "no model rollouts" baseline
     horizon: int = 5
     rollout_batch: int = 3200  # start states per rollout batch
@@ -229,6 +234,10 @@ def validate(cfg: Config) -> None:
         (cfg.world.batch >= 1 and cfg.agent.batch >= 2, "batch sizes must be positive"),
         (0.0 < cfg.agent.real_fraction <= 1.0, "agent.real_fraction must be in (0, 1]"),
         (cfg.agent.penalty in ("log_prob", "mean"), "agent.penalty must be log_prob or mean"),
+        (
+            cfg.agent.penalty_offset in ("none", "data_median"),
+            "agent.penalty_offset must be none or data_median",
+        ),
         (cfg.agent.lmbda >= 0.0, "agent.lmbda must be >= 0"),
         (cfg.agent.horizon >= 1, "agent.horizon must be at least 1"),
         (0.0 <= cfg.data.holdout < 1.0, "data.holdout must be in [0, 1)"),

@@ -32,9 +32,8 @@ class SequenceSampler:
         if not indices:
             raise DatasetError(f"{dataset.root}: no episodes to sample training sequences from")
         self.dataset, self.indices, self.length = dataset, list(indices), length
-        lengths = dataset.lengths[self.indices]
-        windows = np.maximum(lengths - length + 1, 1).astype(np.float64)
-        self.probs = windows / windows.sum()
+        lengths = dataset.lengths[self.indices].astype(np.float64)
+        self.probs = lengths / lengths.sum()
         self.rng = np.random.default_rng(seed)
         self._cache: OrderedDict[int, Episode] = OrderedDict()
         self._cache_size = max(1, cache)
@@ -75,7 +74,11 @@ class SequenceSampler:
         for p in picks:
             index = self.indices[int(p)]
             t_len = int(self.dataset.lengths[index])
-            start = int(self.rng.integers(0, max(t_len - self.length, 0) + 1))
+            # A start drawn over the whole episode and clamped to the last full window puts an
+            # episode's final frames (its success, its terminal) in a window as often as its
+            # middle: uniform starts over T-L+1 windows made them ~20x rarer than the middle,
+            # and the reward and continuation heads never learnt success.
+            start = min(int(self.rng.integers(0, t_len)), max(t_len - self.length, 0))
             items.append(self.window(index, start, self.length))
         return {k: np.stack([it[k] for it in items]) for k in items[0]}
 

@@ -7,7 +7,7 @@ import torch
 from lompo_core.agent.replay import LatentBuffer
 from lompo_core.agent.sac import Actor
 from lompo_core.data.dataset import EpisodeDataset
-from lompo_core.model.rssm import State
+from lompo_core.model.rssm import State, uncertainty
 from lompo_core.model.world_model import WorldModel
 
 
@@ -20,8 +20,12 @@ def encode_dataset(
     chunk: int,
     device: torch.device,
 ) -> int:
-    """Filter every episode with the posterior (samples, as the reference) and store its
-    transitions (feat_t, a_{t+1}, r_{t+1}, feat_{t+1}, terminal_{t+1}); return how many."""
+    """Filter every episode with the posterior and store its transitions
+    (feat_t, a_{t+1}, r_{t+1}, feat_{t+1}, terminal_{t+1}); return how many.
+
+    Posterior means, not samples as in the reference: the exported policy filters with means,
+    and an actor trained on sampled features (the sample noise is ~60% of the stochastic
+    state's spread at cpu sizes) would act on inputs unlike any it was trained on."""
     n = 0
     for i in indices:
         ep = dataset.load(i)
@@ -29,7 +33,7 @@ def encode_dataset(
             continue
         image = torch.as_tensor(ep["image"], device=device)
         action = torch.as_tensor(ep["action"], device=device)
-        feat = wm.encode_episode(image, action, chunk).feat()
+        feat = wm.encode_episode(image, action, chunk, sample=False).feat()
         buffer.add(
             feat=feat[:-1],
             action=action[1:],
@@ -50,10 +54,12 @@ def model_rollouts(
     lmbda: float,
     penalty: str,
     buffer: LatentBuffer,
+    u_offset: float = 0.0,
 ) -> dict[str, float]:
     """Roll the model out from ``starts`` (feats [N, F]) with the actor's sampled actions, one
-    random head per sample and step, storing r_hat(s') - lmbda * u(s, a). A rollout stops after a
-    step the continuation head calls terminal (success ends episodes in our data)."""
+    random head per sample and step, storing r_hat(s') - lmbda * max(u(s, a) - u_offset, 0). A
+    rollout stops after a step the continuation head calls terminal (success ends episodes in
+    our data)."""
     s_dim = wm.cfg.stoch
     state = State(starts[:, :s_dim], starts[:, s_dim:])
     alive = torch.ones(len(starts), dtype=torch.bool, device=starts.device)
@@ -65,7 +71,7 @@ def model_rollouts(
         next_feat = state.feat()
         reward_hat = wm.reward_mean(next_feat)
         terminal = wm.cont_prob(next_feat) < 0.5
-        reward = reward_hat - lmbda * u
+        reward = reward_hat - lmbda * (u - u_offset).clamp(min=0.0)
         buffer.add(
             feat=feat[alive],
             action=action[alive],
@@ -85,3 +91,23 @@ def model_rollouts(
         "rollout/uncertainty": u_sum / max(total, 1),
         "rollout/reward_hat": r_sum / max(total, 1),
     }
+
+
+@torch.no_grad()
+def data_uncertainty(
+    wm: WorldModel, buffer: LatentBuffer, penalty: str, chunk: int = 4096
+) -> torch.Tensor:
+    """u(s, a) on the dataset's own transitions, scored at the posterior's next state: how much
+    the heads disagree where the data is. Deterministic (no sampling), so a resumed run
+    recomputes exactly the same values from its restored buffer."""
+    s_dim = wm.cfg.stoch
+    out = []
+    for i in range(0, len(buffer), chunk):
+        feat = buffer.data["feat"][i : i + chunk]
+        next_stoch = buffer.data["next_feat"][i : i + chunk, :s_dim]
+        deter = wm.rssm.deter_step(
+            feat[:, :s_dim], feat[:, s_dim:], buffer.data["action"][i : i + chunk]
+        )
+        mean, std = wm.rssm.prior_all(deter)
+        out.append(uncertainty(mean, std, next_stoch, penalty))
+    return torch.cat(out)

@@ -21,7 +21,7 @@ from torch import nn
 from lompo_core.agent import checkpoint, distributed
 from lompo_core.agent.figures import prediction_rows, save_figure
 from lompo_core.agent.replay import LatentBuffer, SequenceSampler, cat_batches, to_torch
-from lompo_core.agent.rollout import encode_dataset, model_rollouts
+from lompo_core.agent.rollout import data_uncertainty, encode_dataset, model_rollouts
 from lompo_core.agent.sac import SAC
 from lompo_core.config import Config, differences, resolve
 from lompo_core.data.dataset import (
@@ -141,6 +141,7 @@ class Trainer:
         self.model_step = 0
         self.agent_step = 0
         self.real: LatentBuffer | None = None
+        self._u_offset: float | None = None
         self.model_buf: LatentBuffer | None = None
         self._writer = None
         self._t0 = time.time()
@@ -425,12 +426,32 @@ class Trainer:
             self.log(f"model buffer: {len(self.model_buf)} penalised rollout transitions")
         self.phase = "agent"
 
+    def _penalty_offset(self) -> float:
+        c = self.cfg.agent
+        if c.penalty_offset == "none":
+            return 0.0
+        if self._u_offset is None:
+            # Derived from the real buffer, which checkpoints restore: a resume gets the same value.
+            u = data_uncertainty(self.wm, self.real, c.penalty)
+            self._u_offset = float(u.median())
+            self.log(
+                f"penalty offset u0 = {self._u_offset:.4g} (median u of {len(u)} dataset transitions)"
+            )
+        return self._u_offset
+
     def _rollout_batch(self) -> dict[str, float]:
         c = self.cfg.agent
         starts = self.real.sample(c.rollout_batch)["feat"]
         return model_rollouts(
-            self.wm, self.sac.actor, starts, c.horizon, c.lmbda, c.penalty, self.model_buf
-        )
+            self.wm,
+            self.sac.actor,
+            starts,
+            c.horizon,
+            c.lmbda,
+            c.penalty,
+            self.model_buf,
+            self._penalty_offset(),
+        ) | {"rollout/u_offset": self._penalty_offset()}
 
     def _agent_phase(self, stop_at: int | None) -> bool:
         c = self.cfg.agent
