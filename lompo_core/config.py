@@ -111,7 +111,7 @@ class EvalConfig:
     episodes: int = 5
     seed: int = 100_000
     max_steps: int = 150
-    image_size: int = 64  # sim camera resolution; the dataset's preprocessing maps it to 64 px
+    image_size: int = 0  # sim camera resolution; 0: the dataset's camera (its crop assumes it)
 
 
 @dataclass

@@ -23,18 +23,19 @@ def evaluate_in_sim(
     from lompo_core.sim import DrawerCloseSim
 
     prep = Preprocessing.from_dict(preprocessing) if preprocessing else Preprocessing()
+    device = next(step.parameters()).device
     sim = DrawerCloseSim(image_size=image_size, max_steps=max_steps)
     successes, lengths = [], []
     try:
         for i in range(episodes):
             obs = sim.reset(seed + i)
-            deter = torch.zeros(1, step.deter_dim)
-            stoch = torch.zeros(1, step.stoch_dim)
-            prev = torch.zeros(1, step.action_dim)
+            deter = torch.zeros(1, step.deter_dim, device=device)
+            stoch = torch.zeros(1, step.stoch_dim, device=device)
+            prev = torch.zeros(1, step.action_dim, device=device)
             for _ in range(max_steps):
-                image = torch.as_tensor(preprocess(obs.image, prep))[None]
+                image = torch.as_tensor(preprocess(obs.image, prep), device=device)[None]
                 action, deter, stoch, _ = step(image, prev, deter, stoch)
-                obs = sim.step(action[0].numpy())
+                obs = sim.step(action[0].cpu().numpy())
                 prev = action
                 if obs.terminal or obs.truncated:
                     break

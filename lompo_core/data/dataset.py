@@ -194,6 +194,22 @@ class EpisodeDataset:
         return dict(self.meta.get("preprocessing", {}))
 
     @property
+    def camera(self) -> dict[str, Any] | None:
+        """The source camera's image size and encoding (from the converter's ``sources``).
+
+        A crop in fractions means the same picture only at the same resolution: whatever renders
+        images for this dataset's policy (the sim in evaluation) should use this size."""
+        for source in self.meta.get("sources") or []:
+            size = source.get("image_size")
+            if isinstance(size, (list, tuple)) and len(size) == 2:
+                return {
+                    "width": int(size[0]),
+                    "height": int(size[1]),
+                    "encoding": source.get("image_encoding"),
+                }
+        return None
+
+    @property
     def hash(self) -> str:
         return str(self.meta.get("content_hash", ""))
 

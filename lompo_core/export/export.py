@@ -331,20 +331,6 @@ def code_version() -> dict[str, Any]:
     return info
 
 
-def _camera(meta: dict[str, Any]) -> dict[str, Any] | None:
-    """The camera the training data came from: the crop fractions only mean the same thing on
-    images of the same shape, so evaluation renders at this size by default."""
-    for source in meta.get("sources") or []:
-        size = source.get("image_size")
-        if isinstance(size, (list, tuple)) and len(size) == 2:
-            return {
-                "width": int(size[0]),
-                "height": int(size[1]),
-                "encoding": source.get("image_encoding"),
-            }
-    return None
-
-
 def _control_rate(meta: dict[str, Any]) -> float | None:
     for key in ("control_rate_hz", "rate_hz"):
         value = meta.get(key)
@@ -462,7 +448,7 @@ def export_policy_step(
             "dataset": {
                 "path": str(dataset.root),
                 "hash": dataset.hash,
-                "camera": _camera(dataset.meta),
+                "camera": dataset.camera,
             },
             "code_version": code_version(),
             "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(
