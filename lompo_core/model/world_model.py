@@ -49,7 +49,12 @@ class WorldModel(nn.Module):
         cont_logits = self.cont(feat).squeeze(-1)
         cont_lp = bernoulli_log_prob(cont_logits, cont_target)
         kl = gaussian_kl(post["post_mean"], post["post_std"], post["prior_mean"], post["prior_std"])
-        per_step = self.cfg.kl_scale * kl - image_lp - reward_lp - self.cfg.cont_scale * cont_lp
+        per_step = (
+            self.cfg.kl_scale * kl
+            - image_lp
+            - self.cfg.reward_scale * reward_lp
+            - self.cfg.cont_scale * cont_lp
+        )
         mask = batch["mask"]
         n = mask.sum().clamp(min=1.0)
 
