@@ -244,6 +244,16 @@ def command_to_action(msg: Any, scaling: ActionScaling) -> tuple[np.ndarray, str
 # ---------------------------------------------------------------------------------------------
 
 
+def _params_from_mapping(cls: type, values: Mapping[str, Any], node: str) -> Any:
+    """A node's parameter dataclass from a mapping; unknown names are refused, not ignored."""
+    unknown = set(values) - {f.name for f in fields(cls)}
+    if unknown:
+        raise LompoError(f"unknown {node} parameter(s): {', '.join(sorted(unknown))}")
+    p = cls(**values)
+    p.validate()
+    return p
+
+
 @dataclass
 class PolicyNodeParams:
     """policy_node's parameters, with the defaults it declares (config/drawer_close.yaml)."""
@@ -270,13 +280,7 @@ class PolicyNodeParams:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> PolicyNodeParams:
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise LompoError(f"unknown policy_node parameter(s): {', '.join(sorted(unknown))}")
-        p = cls(**values)
-        p.validate()
-        return p
+        return _params_from_mapping(cls, values, "policy_node")
 
     def validate(self) -> None:
         check_choice("image_transport", self.image_transport, IMAGE_TRANSPORTS)
@@ -503,13 +507,7 @@ class SimNodeParams:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> SimNodeParams:
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise LompoError(f"unknown sim_node parameter(s): {', '.join(sorted(unknown))}")
-        p = cls(**values)
-        p.validate()
-        return p
+        return _params_from_mapping(cls, values, "sim_node")
 
     def validate(self) -> None:
         check_choice("mode", self.mode, SIM_MODES)

@@ -6,12 +6,12 @@ its ``policy.onnx``. numpy-free and torch-free: the robot computer reads it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
 from typing import Any
 
+from lompo_core.data.dataset import file_sha256 as sha256_file  # noqa: F401  (re-exported)
 from lompo_core.errors import PolicyError
 
 SCHEMA_VERSION = 1
@@ -33,14 +33,6 @@ REQUIRED_FIELDS = (
     "action",
     "uncertainty_threshold",
 )
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_sidecar(policy_dir: Path) -> dict[str, Any]:
