@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from lompo_core.data.convert_config import ConvertConfig
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -37,7 +39,9 @@ def test_reproduce_pipeline_debug(tmp_path):
     bags = sorted((tmp_path / "bags").glob("episode_*"))
     assert len(bags) == 4
     meta = json.loads((tmp_path / "dataset" / "meta.json").read_text())
-    assert meta["counts"]["episodes"] == 4 and meta["preprocessing"]["crop"] == [0.2, 0.0, 0.8, 0.6]
+    config = ConvertConfig.from_yaml(REPO / "training" / "convert_drawer.yaml")
+    assert meta["counts"]["episodes"] == 4
+    assert meta["preprocessing"]["crop"] == list(config.preprocessing.crop)
     assert (tmp_path / "run" / "config.yaml").is_file()
     assert list((tmp_path / "run").rglob("*.pt")), "no checkpoint written"
 
