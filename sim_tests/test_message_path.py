@@ -34,3 +34,15 @@ def test_wilson_interval():
     assert 0.44 < lo < 0.5 and 0.94 < hi < 0.97
     assert wilson_interval(0, 20)[0] == 0.0 and wilson_interval(20, 20)[1] == 1.0
     assert np.allclose(wilson_interval(50, 100), (0.404, 0.596), atol=1e-3)
+
+
+def test_eval_cli_renders_at_the_training_camera_size_by_default():
+    import argparse
+
+    from lompo_core.sim import cli_eval
+
+    parser = argparse.ArgumentParser()
+    cli_eval.add_arguments(parser)
+    # None lets evaluate() take the size from the sidecar; a fixed default (it was 64) silently
+    # fed a policy trained on 128 px crops upscaled 64 px crops.
+    assert parser.parse_args(["policy/"]).image_size is None

@@ -38,8 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--image-size",
         type=int,
-        default=64,
-        help="camera resolution the sim renders; the policy's preprocessing resizes it",
+        default=None,
+        help="camera resolution the sim renders (default: that of the policy's training data, "
+        "from its sidecar, so that its crop sees the same picture)",
     )
     p.add_argument("--max-steps", type=int, default=150, help="time limit (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
