@@ -143,10 +143,11 @@ class _PolicySide:
 
 def training_camera_size(policy_dir: Path | None) -> int | None:
     """The square camera size the policy's training images had, from its sidecar, if known."""
-    if policy_dir is None or not (Path(policy_dir) / "policy.json").is_file():
+    from lompo_core.runtime.sidecar import read_sidecar
+
+    if policy_dir is None:
         return None
-    sidecar = json.loads((Path(policy_dir) / "policy.json").read_text())
-    camera = (sidecar.get("dataset") or {}).get("camera") or {}
+    camera = (read_sidecar(Path(policy_dir)).get("dataset") or {}).get("camera") or {}
     return int(camera["width"]) if camera.get("width") else None
 
 
