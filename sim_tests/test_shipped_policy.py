@@ -18,6 +18,7 @@ def test_shipped_policy_closes_the_drawer(shipped_policy, tmp_path):
     assert report.success_rate >= 0.4, report.summary()
     # The node's path: every step through decode, crop, resize, ONNX and the controller.
     assert report.step_latency_ms_p50 < 20
+    assert report.sidecar["dataset_hash"] == sidecar["dataset"]["hash"]
 
 
 def test_shipped_policy_is_small_and_documented(shipped_policy):

@@ -272,11 +272,11 @@ def evaluate(
     lat_ms = np.array(latencies) * 1e3 if latencies else np.array([math.nan])
     sidecar = {}
     if policy_dir is not None:
-        sidecar = side.core.runtime.sidecar
+        full = side.core.runtime.sidecar
         sidecar = {
-            k: sidecar.get(k)
-            for k in ("onnx_sha256", "dataset_hash", "code_version")
-            if k in sidecar
+            "onnx_sha256": full.get("onnx_sha256"),
+            "dataset_hash": (full.get("dataset") or {}).get("hash"),
+            "code_version": full.get("code_version"),
         }
     report = EvalReport(
         policy="scripted expert" if policy_dir is None else str(policy_dir),
