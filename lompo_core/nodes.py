@@ -272,7 +272,7 @@ class PolicyNodeParams:
     # The Controller's safety settings (lompo_core.runtime.ControllerConfig).
     image_timeout_s: float = 0.5
     max_action: float = 1.0
-    max_action_change: float = 0.5
+    max_action_change: float = 2.0  # 2.0: no limit (see ControllerConfig)
     uncertainty_threshold: float = -1.0  # < 0: the policy's calibrated threshold
     uncertainty_patience: int = 5
     on_uncertain: str = "hold"

@@ -8,7 +8,7 @@ from pathlib import Path
 HELP = (
     "Run an exported policy (policy.onnx + policy.json) in the simulated drawer task, exactly as "
     "policy_node and sim_node would serve it (PolicyRuntime, Controller, CDR-serialised messages), "
-    "and write eval.json: success rate with its 95%% interval, return, steps to success, step "
+    "and write eval.json: success rate with its 95% interval, return, steps to success, step "
     "latency and controller interventions. Seeds S .. S+N-1."
 )
 EXAMPLE = "lompo eval models/drawer_close --episodes 50 --seed 1000 --out eval/ --video"

@@ -29,6 +29,15 @@ def make(threshold: float = 1.0, **config) -> Controller:
     return Controller(ControllerConfig(**config), SCALING, threshold)
 
 
+def test_default_rate_limit_never_binds():
+    # The policies are trained on commands that jump freely; the default must not reshape them.
+    c = make()
+    c.on_result(result((1.0, -1.0, 1.0)), 0.0)
+    d = c.on_result(result((-1.0, 1.0, -1.0)), 0.1)
+    np.testing.assert_allclose(d.action, [-1.0, 1.0, -1.0])
+    assert not d.intervened and d.reason == "ok"
+
+
 def test_passes_a_good_action_through_and_scales_it():
     c = make()
     d = c.on_result(result(), 0.0)
@@ -100,7 +109,7 @@ def test_malformed_result_object_halts_without_raising():
 
 
 def test_bad_frame_gives_zero_and_keeps_running():
-    c = make()
+    c = make(max_action_change=0.5)
     c.on_result(result(), 0.0)
     d = c.on_result(result(ok=False, reason="decode: unsupported image encoding 'yuv422'"), 0.1)
     assert d.state == "active" and d.intervened and not d.action.any()
