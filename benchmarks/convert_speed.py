@@ -1,8 +1,9 @@
 """Converter speed: frames/s for 640x480 rgb8 and jpeg bags against rosbags' own read+deserialise.
 
-The floor is what any rosbags-based tool must pay: iterate the bag and deserialise every message,
-nothing else. ``lompo convert`` adds stamp ordering, alignment, decoding, the area resize to 64x64,
-the bag's sha256 and writing the episodes. Target (issue 3): >= 70% of the floor for raw images.
+The floor is rosbags' own cost: iterate the bag and deserialise every message, nothing else.
+``lompo convert`` reads the same messages (Images through its own CDR fast path), and adds the bag
+fingerprint, stamp ordering, alignment, decoding, the area resize to 64x64 and writing the episodes.
+Target (issue 3): >= 70% of the floor for raw images. Figures: docs/convert.md.
 
     python benchmarks/convert_speed.py [--frames 600] [--storage mcap]
 """

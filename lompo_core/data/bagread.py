@@ -1,4 +1,4 @@
-"""Reading robot bags with rosbags only (no ROS): discovery, hashing, topics and stamped events.
+"""Reading robot bags with rosbags only (no ROS): discovery, fingerprints, topics and stamped events.
 
 Every failure of the reader (truncated file, corrupt database, unknown type, ...) becomes a
 BagError naming the bag and, where known, the topic, so the user knows which file to look at.
@@ -10,12 +10,14 @@ import contextlib
 import hashlib
 import heapq
 import sqlite3
+import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import xxhash
 
 from lompo_core.errors import BagError, LompoError
 
@@ -108,8 +110,37 @@ def bag_size(bag: Path) -> int:
     return sum(p.stat().st_size for p in bag_files(bag))
 
 
-def bag_hash(bag: Path) -> str:
-    """sha256 over the bag's files (names and bytes): the same recording gives the same hash."""
+FINGERPRINT = "xxh3_128-sampled"
+SAMPLE_BLOCK = 1 << 16  # bytes per sampled block
+SAMPLE_BLOCKS = 64  # blocks per file, evenly spaced, the first and the last included
+
+
+def bag_fingerprint(bag: Path) -> str:
+    """``"xxh3_128-sampled:<hex>"``: the recording's identity for ``--append``, in milliseconds.
+
+    Hashes every file's name and size, small files (metadata.yaml) whole, and of a large file
+    64 evenly spaced 64 KiB blocks, its first and last included (4 MiB at most per file). A
+    recording's first block holds its start stamps and its last the index, so two recordings
+    never share all of them; a copy of a bag keeps them. Hashing every byte instead cost more
+    than reading and deserialising the bag (sha256 of a 553 MB bag: 0.35 s; rosbags: 0.10 s).
+    """
+    h = xxhash.xxh3_128()
+    for p in bag_files(bag):
+        size = p.stat().st_size
+        h.update(f"{p.name}\0{size}\0".encode())
+        with open(p, "rb") as f:
+            if size <= SAMPLE_BLOCK * SAMPLE_BLOCKS:
+                h.update(f.read())
+                continue
+            last = size - SAMPLE_BLOCK
+            for i in range(SAMPLE_BLOCKS):
+                f.seek(last * i // (SAMPLE_BLOCKS - 1))
+                h.update(f.read(SAMPLE_BLOCK))
+    return f"{FINGERPRINT}:{h.hexdigest()}"
+
+
+def bag_sha256(bag: Path) -> str:
+    """sha256 over every file's name and bytes: how lompo 0.1.0 identified a source."""
     h = hashlib.sha256()
     for p in bag_files(bag):
         h.update(p.name.encode() + b"\0")
@@ -117,6 +148,13 @@ def bag_hash(bag: Path) -> str:
             for chunk in iter(lambda f=f: f.read(1 << 22), b""):
                 h.update(chunk)
     return h.hexdigest()
+
+
+def source_identity(source: dict[str, Any]) -> tuple[str, str]:
+    """("fingerprint", value) of a meta.json source, or ("sha256", hex) for one of lompo 0.1.0."""
+    if "fingerprint" in source:
+        return "fingerprint", source["fingerprint"]
+    return "sha256", source["sha256"]
 
 
 @dataclass(frozen=True)
@@ -210,11 +248,79 @@ class Bag:
 
     def deserialize(self, raw: Any, msgtype: str, topic: str) -> Any:
         try:
+            if msgtype == IMAGE_TYPES[0] and self.reader.is2:
+                image = parse_image_cdr(raw)
+                if image is not None:
+                    return image
             return self.reader.deserialize(raw, msgtype)
         except self._errors as exc:
             raise BagError(
                 f"{self.path}: topic {topic!r}: cannot deserialise a {msgtype} ({_describe(exc)})"
             ) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class _Stamp:
+    sec: int
+    nanosec: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Header:
+    stamp: _Stamp
+    frame_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RawImage:
+    """A sensor_msgs/msg/Image read straight from its CDR bytes; ``data`` is a view of them."""
+
+    header: _Header
+    height: int
+    width: int
+    encoding: str
+    is_bigendian: int
+    step: int
+    data: np.ndarray
+
+
+_U32, _TWO_U32, _STAMP = struct.Struct("<I"), struct.Struct("<II"), struct.Struct("<iI")
+
+
+def parse_image_cdr(raw: Any) -> RawImage | None:
+    """A little-endian CDR sensor_msgs/msg/Image (what ROS 2 records), or None for another byte
+    order (then rosbags deserialises it). rosbags' generated deserialiser spends ~50 us a frame on
+    what is a fixed layout; reading its few header fields here takes ~5 us. The pixels stay a view
+    of ``raw``. tests/data/test_bagread.py checks it against rosbags field by field.
+    """
+    buf = memoryview(raw).cast("B")
+    if len(buf) < 4 or buf[0] != 0 or buf[1] != 1:
+        return None
+
+    def string(pos: int) -> tuple[str, int]:
+        (n,) = _U32.unpack_from(buf, pos)  # the length counts the terminating NUL
+        end = pos + 4 + n
+        if end > len(buf):
+            raise ValueError(f"string of {n} bytes runs past the message's {len(buf)}")
+        return bytes(buf[pos + 4 : end - 1 if n else end]).decode(), end
+
+    # Fields align to their size counted from the end of the 4-byte encapsulation header, which
+    # is itself 4-aligned: absolute positions align the same way.
+    sec, nanosec = _STAMP.unpack_from(buf, 4)
+    frame_id, pos = string(12)
+    pos = (pos + 3) & ~3
+    height, width = _TWO_U32.unpack_from(buf, pos)
+    encoding, pos = string(pos + 8)
+    is_bigendian = buf[pos]
+    pos = (pos + 1 + 3) & ~3
+    step, count = _TWO_U32.unpack_from(buf, pos)
+    pos += 8
+    if pos + count > len(buf):
+        raise ValueError(f"image data of {count} bytes runs past the message's {len(buf)}")
+    data = np.frombuffer(buf, np.uint8, count, pos)
+    return RawImage(
+        _Header(_Stamp(sec, nanosec), frame_id), height, width, encoding, is_bigendian, step, data
+    )
 
 
 def _describe(exc: BaseException) -> str:

@@ -12,7 +12,8 @@ import os
 import shutil
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,9 +35,10 @@ from lompo_core.data.preprocess import Preprocessing, decode_image, preprocess
 from lompo_core.errors import BagError, DatasetError, ImageError, LompoError
 
 CLIP_EPS = 1e-6  # a command at exactly the limit is not "clipped" after float rounding
-RATE_PROBE = 100  # action messages read to infer the control rate
+RATE_PROBE = 30  # action messages read to infer the control rate (median period)
 RATE_MISMATCH = 0.1  # relative rate difference between bags that is refused
 DECODE_THREADS = 2  # decode + resize workers beside the reading thread
+EAGER_RATIO = 1.25  # images per command up to which every frame is decoded as it is read
 DECODE_QUEUE = 16  # frames in flight: bounds memory (raw 640x480 frames are ~1 MB each)
 
 
@@ -47,7 +49,7 @@ class SourceReport:
     path: str
     format: str
     size_bytes: int
-    sha256: str
+    fingerprint: str  # identifies the recording for --append (bagread.bag_fingerprint)
     episodes: int = 0
     steps: int = 0
     frames: int = 0
@@ -121,12 +123,17 @@ def convert(
     if existing is not None:
         config = _compatible(config, existing, out)
 
-    hasher = ThreadPoolExecutor(max_workers=1)  # hashing overlaps reading: another core's work
-    hashes: dict[Path, Future[str]] = {p: hasher.submit(br.bag_hash, p) for p in paths}
+    fingerprints = {p: br.bag_fingerprint(p) for p in paths}
     skipped = 0
     if existing is not None:
-        known = {s["sha256"] for s in existing.get("sources", [])}
-        todo = [p for p in paths if hashes[p].result() not in known]
+        known = {br.source_identity(s) for s in existing.get("sources", [])}
+        legacy = any(kind == "sha256" for kind, _ in known)
+        todo = [
+            p
+            for p in paths
+            if ("fingerprint", fingerprints[p]) not in known
+            and not (legacy and ("sha256", br.bag_sha256(p)) in known)
+        ]
         skipped = len(paths) - len(todo)
         paths = todo
 
@@ -142,13 +149,15 @@ def convert(
         sources: list[SourceReport] = []
         from tqdm import tqdm
 
-        bar = tqdm(total=0, unit="frame", desc="convert", disable=not progress)
+        # Bytes: known for every bag before any is opened, so the total never grows.
+        total = sum(br.bag_size(p) for p in paths)
+        bar = tqdm(total=total, unit="B", unit_scale=True, desc="convert", disable=not progress)
         try:
             for path in paths:
-                if rate is None:  # from the first bag; the others are checked against it
-                    rate = _probe_actions(path, config)[1]
-                src = _convert_bag(path, config, float(rate), rate_source, writer, bar, out)
-                src.sha256 = hashes[path].result()
+                # The first bag sets the rate (unless given); the others are checked against it.
+                src, rate = _convert_bag(
+                    path, config, rate, rate_source, writer, bar, out, fingerprints[path]
+                )
                 sources.append(src)
         finally:
             bar.close()
@@ -160,8 +169,6 @@ def convert(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    finally:
-        hasher.shutdown(wait=True, cancel_futures=True)
 
     values = sum(s.action_values for s in sources)
     return ConvertReport(
@@ -182,21 +189,14 @@ def convert(
 
 
 # -- one bag ------------------------------------------------------------------------------------
-def _probe_actions(path: Path, config: ConvertConfig, count: int = RATE_PROBE) -> tuple[int, float]:
-    """(action dimension, control rate from the median period of the first ``count`` commands)."""
-    with br.Bag(path, config.distro) as bag:
-        msgtype = bag.require(config.action_topic, br.ACTION_TYPES, "action", "--action-topic")
-        get, _ = br.action_reader(msgtype, config.action.fields)
-        stamps, dim = [], 0
-        for topic, mtype, t, raw in bag.raw_messages([config.action_topic]):
-            msg = bag.deserialize(raw, mtype, topic)
-            stamps.append(br.header_stamp(msg, t))
-            dim = dim or len(get(msg))
-            if len(stamps) >= count:
-                break
-    if count < 2:
-        return dim, 0.0
-    return dim, _rate(stamps, path, config)
+def _probe_rate(bag: br.Bag, config: ConvertConfig) -> float:
+    """The control rate from the median period of the first RATE_PROBE commands."""
+    stamps = []
+    for topic, mtype, t, raw in bag.raw_messages([config.action_topic]):
+        stamps.append(br.header_stamp(bag.deserialize(raw, mtype, topic), t))
+        if len(stamps) >= RATE_PROBE:
+            break
+    return _rate(stamps, bag.path, config)
 
 
 def _rate(stamps: list[int], path: Path, config: ConvertConfig) -> float:
@@ -213,18 +213,19 @@ def _rate(stamps: list[int], path: Path, config: ConvertConfig) -> float:
 def _convert_bag(
     path: Path,
     config: ConvertConfig,
-    rate: float,
+    rate: float | None,
     rate_source: str,
     writer: _EpisodeWriter,
     bar: Any,
     out: Path,
-) -> SourceReport:
-    dt, tol, gap = config.timing(rate)
+    fingerprint: str,
+) -> tuple[SourceReport, float]:
+    """Convert one bag; returns its report and the control rate (probed here if None)."""
     src = SourceReport(
         path=os.path.relpath(path.resolve(), out.resolve().parent),
         format=br.bag_format(path),
         size_bytes=br.bag_size(path),
-        sha256="",
+        fingerprint=fingerprint,
     )
     p = config.preprocessing
     with br.Bag(path, config.distro) as bag:
@@ -232,6 +233,9 @@ def _convert_bag(
         src.image_type = bag.require(image_topic, br.IMAGE_TYPES, "image", "--image-topic")
         src.action_type = bag.require(action_topic, br.ACTION_TYPES, "action", "--action-topic")
         get_action, _ = br.action_reader(src.action_type, config.action.fields)
+        if rate is None:
+            rate = _probe_rate(bag, config)
+        dt, tol, gap = config.timing(rate)
         reward_topic = success_topic = None
         if config.reward == "topic":
             reward_topic = config.reward_topic
@@ -246,8 +250,7 @@ def _convert_bag(
         ):
             success_topic = config.success_topic
             bag.require(success_topic, br.SUCCESS_TYPES, "success", "--success-topic")
-        bar.total += bag.topics[image_topic].count
-        bar.refresh()
+        per_frame = src.size_bytes / max(bag.topics[image_topic].count, 1)
 
         def decode_one(msg: Any, stamp: int) -> np.ndarray:
             try:
@@ -262,14 +265,23 @@ def _convert_bag(
             return preprocess(rgb, p)
 
         # Decoding and resizing run in threads (OpenCV releases the GIL) while this thread
-        # reads the bag; a short queue keeps memory bounded and errors prompt.
+        # reads the bag; a short queue keeps memory bounded. A frame's error is raised when
+        # the aligner uses it (emit), so a bad frame that is thinned away costs nothing.
         inflight: deque[Future[np.ndarray]] = deque()
 
-        def decode(msg: Any, stamp: int) -> Future[np.ndarray]:
+        def submit(msg: Any, stamp: int) -> Future[np.ndarray]:
             inflight.append(pool.submit(decode_one, msg, stamp))
             while len(inflight) > DECODE_QUEUE:
-                inflight.popleft().result()
+                wait([inflight.popleft()])
             return inflight[-1]
+
+        def decode(item: Any, stamp: int) -> Future[np.ndarray]:
+            return item if isinstance(item, Future) else submit(item, stamp)
+
+        # A camera no faster than the commands keeps (nearly) every frame: start its work as it
+        # is read, while its megabyte is still in cache, rather than after stamp ordering.
+        counts = bag.topics
+        eager = counts[image_topic].count <= EAGER_RATIO * counts[action_topic].count
 
         index = 0
 
@@ -298,15 +310,24 @@ def _convert_bag(
             kinds[reward_topic] = "reward"
         if success_topic:
             kinds[success_topic] = "success"
-        frames = 0
         command_stamps: list[int] = []
         pool = ThreadPoolExecutor(max_workers=DECODE_THREADS)
         try:
-            _stream(bag, kinds, order, aligner, src, config, get_action, bar, command_stamps)
+            _stream(
+                bag,
+                kinds,
+                order,
+                aligner,
+                src,
+                config,
+                get_action,
+                lambda: bar.update(int(per_frame * 256)),
+                command_stamps,
+                submit if eager else None,
+            )
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-        frames = aligner.stats.images
-        bar.update(frames % 256)
+        bar.update(src.size_bytes - int(per_frame * (aligner.stats.images // 256 * 256)))
     bag_rate = _rate(command_stamps, path, config) if len(command_stamps) > 1 else rate
     src.action_rate_hz = round(bag_rate, 6)
     if rate_source != "given" and abs(bag_rate - rate) > RATE_MISMATCH * rate:
@@ -320,7 +341,7 @@ def _convert_bag(
     src.dropped_episodes, src.ends = st.dropped, dict(st.ends)
     if st.episodes == 0:
         raise BagError(_no_episode_reason(path, config, st))
-    return src
+    return src, rate
 
 
 def _stream(
@@ -331,10 +352,14 @@ def _stream(
     src: SourceReport,
     config: ConvertConfig,
     get_action: Any,
-    bar: Any,
+    tick: Callable[[], None],
     command_stamps: list[int],
+    submit: Callable[[Any, int], Future[np.ndarray]] | None = None,
 ) -> None:
-    """Read the bag once, in arrival order, and feed the aligner in stamp order."""
+    """Read the bag once, in arrival order, and feed the aligner in stamp order.
+
+    With ``submit``, each image's decoding starts as it is read and a Future travels instead.
+    """
     frames = 0
     limits: np.ndarray | None = None
     for topic, msgtype, t, raw in bag.raw_messages(list(kinds)):
@@ -342,10 +367,10 @@ def _stream(
         stamp = br.header_stamp(msg, t)
         kind = kinds[topic]
         if kind == "image":
-            order.push(topic, stamp, t, 0, msg)
+            order.push(topic, stamp, t, 0, msg if submit is None else submit(msg, stamp))
             frames += 1
             if frames % 256 == 0:
-                bar.update(256)
+                tick()
         elif kind == "action":
             if len(command_stamps) < RATE_PROBE:
                 command_stamps.append(stamp)

@@ -28,6 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument(
+        "--checkpoint",
+        default=None,
+        help="a checkpoint file of the run to export instead of the latest, e.g. "
+        "RUN_DIR/checkpoints/ckpt-00016500.pt (training keeps the last log.keep_checkpoints)",
+    )
+    parser.add_argument(
         "--dataset",
         default=None,
         help="the training dataset, if it has moved since training (its content hash must match)",
@@ -56,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     result = export_run(
         args.run_dir,
         args.out,
+        checkpoint=args.checkpoint,
         dataset_dir=args.dataset,
         check=args.verify,
         overwrite=args.overwrite,

@@ -486,6 +486,7 @@ def export_run(
     run_dir: str | Path,
     out: str | Path,
     *,
+    checkpoint: str | Path | None = None,
     dataset_dir: str | Path | None = None,
     check: bool = False,
     overwrite: bool = False,
@@ -493,11 +494,11 @@ def export_run(
     calibration_steps: int = DEFAULT_CALIBRATION_STEPS,
     log: Log = lambda _msg: None,
 ) -> ExportResult:
-    """Export the latest checkpoint of a training run (``lompo export``)."""
+    """Export the latest checkpoint of a training run, or ``checkpoint`` (``lompo export``)."""
     from lompo_core.model.policy_step import load_policy_step
 
     _check_out(Path(out), overwrite)  # before loading anything: fail fast
-    step, info = load_policy_step(run_dir)
+    step, info = load_policy_step(run_dir, checkpoint)
     return export_policy_step(
         step,
         info,

@@ -48,15 +48,18 @@ class PolicyStep(nn.Module):
         return action, deter, stoch, u
 
 
-def load_policy_step(run_dir: str | Path) -> tuple[PolicyStep, dict[str, Any]]:
-    """The policy of a run's latest checkpoint (eval mode, CPU) and what export needs about it.
+def load_policy_step(
+    run_dir: str | Path, checkpoint_path: str | Path | None = None
+) -> tuple[PolicyStep, dict[str, Any]]:
+    """The policy of a run's latest checkpoint, or of ``checkpoint_path`` (a checkpoint written
+    by the same run), in eval mode on the CPU, and what export needs about it.
 
     ``info``: ``config`` (the resolved config dict), ``dataset`` (path, hash, preprocessing,
     action: names, unit, max), ``step`` (agent updates done), ``seed``, ``checkpoint`` (its path).
     """
     from lompo_core.agent import checkpoint
     from lompo_core.agent.sac import Actor
-    from lompo_core.config import Config
+    from lompo_core.config import Config, differences
     from lompo_core.model.world_model import WorldModel
 
     run = Path(run_dir)
@@ -69,10 +72,21 @@ def load_policy_step(run_dir: str | Path) -> tuple[PolicyStep, dict[str, Any]]:
     cfg_dict = yaml.safe_load(cfg_path.read_text())
     cfg = Config.from_dict(cfg_dict, where=str(cfg_path))
     dataset = json.loads(ds_path.read_text())
-    path = checkpoint.last_path(run)
-    if path is None:
-        raise LompoError(f"{run}: no checkpoint yet; train first (lompo train --run {run} ...)")
+    if checkpoint_path is not None:
+        path = Path(checkpoint_path)
+        if not path.is_file():
+            raise LompoError(f"{path}: no such checkpoint")
+    else:
+        path = checkpoint.last_path(run)
+        if path is None:
+            raise LompoError(f"{run}: no checkpoint yet; train first (lompo train --run {run} ...)")
     state = checkpoint.load(path)
+    if checkpoint_path is not None:
+        saved = Config.from_dict(state.get("config") or {}, where=str(path))
+        if differences(saved, cfg):
+            raise LompoError(
+                f"{path}: not a checkpoint of {run} (its config differs from {cfg_path})"
+            )
     if state.get("phase") == "model":
         raise LompoError(
             f"{path}: the run is still in its model phase and has no trained policy yet"

@@ -13,6 +13,7 @@ from rosbags.highlevel import AnyReader
 
 from lompo_core import cli
 from lompo_core import messages as m
+from lompo_core.data import bagread as br
 from lompo_core.data.convert import convert
 from lompo_core.data.convert_config import ActionSpec, ConvertConfig
 from lompo_core.data.dataset import EpisodeDataset, file_sha256
@@ -81,7 +82,8 @@ def test_collect_bags_convert_with_no_options(collect_bags: Path, tmp_path: Path
     formats = sorted(s["format"] for s in ds.meta["sources"])
     assert formats == ["rosbag2-db3", "rosbag2-mcap"]
     for s in ds.meta["sources"]:
-        assert not Path(s["path"]).is_absolute() and s["size_bytes"] > 0 and len(s["sha256"]) == 64
+        assert not Path(s["path"]).is_absolute() and s["size_bytes"] > 0
+        assert s["fingerprint"].startswith("xxh3_128-sampled:")
     assert ds.meta["preprocessing"] == Preprocessing().as_dict()
     for e in ds.meta["episodes"]:
         assert file_sha256(out / e["file"]) == e["sha256"]
@@ -245,6 +247,20 @@ def test_existing_output_refused_overwrite_and_append_idempotent(make_bag, tmp_p
     report = convert([b], out, ConvertConfig(), overwrite=True)
     assert report.episodes_total == 1
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_append_recognises_sources_of_lompo_0_1_0_by_sha256(make_bag, tmp_path) -> None:
+    a, _ = make_bag("a")
+    b, _ = make_bag("b")
+    out = tmp_path / "ds"
+    convert([a], out, ConvertConfig())
+    meta = json.loads((out / "meta.json").read_text())
+    for s in meta["sources"]:  # what lompo 0.1.0 wrote: a bare sha256 of every byte
+        s["sha256"] = br.bag_sha256(a)
+        del s["fingerprint"]
+    (out / "meta.json").write_text(json.dumps(meta))
+    report = convert([a, b], out, ConvertConfig(), append=True)
+    assert (report.bags_converted, report.bags_skipped, report.episodes_total) == (1, 1, 2)
 
 
 # -- config ---------------------------------------------------------------------------------------

@@ -122,6 +122,30 @@ def test_crop_then_area_resize() -> None:
     assert preprocess(img[..., 0], Preprocessing(size=8)).shape == (8, 8, 3)  # mono input
 
 
+def test_area_resize_is_inter_area_or_its_cheap_pyramid() -> None:
+    from lompo_core.data.preprocess import area_resize
+
+    def inter_area(img: np.ndarray) -> np.ndarray:
+        return cv2.resize(img, (64, 64), interpolation=cv2.INTER_AREA)
+
+    def scene(w: int, h: int) -> np.ndarray:
+        noise = np.random.default_rng(w).integers(0, 256, (h, w, 3), dtype=np.uint8)
+        return cv2.normalize(cv2.GaussianBlur(noise, (0, 0), 8), None, 0, 255, cv2.NORM_MINMAX)
+
+    # Whole blocks (512x384 = 8x6 per pixel) and frames under twice the target (the sim's
+    # 102 px crop) take INTER_AREA itself.
+    for w, h in ((512, 384), (102, 102), (64, 64), (100, 70)):
+        img = scene(w, h)
+        np.testing.assert_array_equal(area_resize(img, 64), inter_area(img))
+    # Otherwise 2x2 halvings first: still an average over pixel areas, off by a level or so.
+    for w, h in ((640, 480), (1280, 720)):
+        img = scene(w, h)
+        diff = np.abs(area_resize(img, 64).astype(int) - inter_area(img))
+        assert diff.mean() < 2.0 and diff.max() <= 12
+        flat = np.full((h, w, 3), 77, np.uint8)
+        assert (area_resize(flat, 64) == 77).all()
+
+
 def test_to_model_image_accepts_messages_and_arrays() -> None:
     p = Preprocessing(crop=(0.1, 0.2, 0.9, 1.0), size=16)
     msg = image_message(TS, BagSpec(encoding="bgra8", pad=2), RGB, 1, ros1=False)

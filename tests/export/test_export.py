@@ -13,8 +13,8 @@ from policy_fixtures import debug_policy_step, info_for, write_dataset
 
 from lompo_core.cli import main
 from lompo_core.data.dataset import EpisodeDataset
-from lompo_core.errors import DatasetError
-from lompo_core.export.export import export_onnx, export_policy_step, verify
+from lompo_core.errors import DatasetError, LompoError
+from lompo_core.export.export import export_onnx, export_policy_step, export_run, verify
 from lompo_core.runtime import PolicyRuntime
 from lompo_core.runtime.sidecar import sha256_file
 
@@ -167,3 +167,25 @@ def test_cpu_preset_policy_fits_in_20_mb(tmp_path):
     export_onnx(step, tmp_path / "policy.onnx")
     assert os.listdir(tmp_path) == ["policy.onnx"]
     assert (tmp_path / "policy.onnx").stat().st_size <= 20e6
+
+
+def test_checkpoint_flag_exports_an_earlier_checkpoint_of_the_same_run(trained, policy, tmp_path):
+    import torch
+
+    run = trained[1]
+    older = sorted((run / "checkpoints").glob("ckpt-*.pt"))[0]
+    out = tmp_path / "older"
+    assert main(["export", str(run), "--out", str(out), "--checkpoint", str(older)]) == 0
+    training = json.loads((out / "policy.json").read_text())["training"]
+    latest = json.loads((policy / "policy.json").read_text())["training"]
+    assert training["checkpoint"] == str(older) and training["step"] < latest["step"]
+    assert sha256_file(out / "policy.onnx") != sha256_file(policy / "policy.onnx")
+
+    state = torch.load(older, weights_only=False)
+    state["config"]["seed"] += 1  # another run's checkpoint: its config differs
+    stranger = tmp_path / "stranger.pt"
+    torch.save(state, stranger)
+    with pytest.raises(LompoError, match="not a checkpoint of"):
+        export_run(run, tmp_path / "x", checkpoint=stranger)
+    with pytest.raises(LompoError, match="no such checkpoint"):
+        export_run(run, tmp_path / "y", checkpoint=tmp_path / "missing.pt")

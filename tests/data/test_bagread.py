@@ -1,0 +1,79 @@
+"""bagread: the fast Image reader against rosbags, and the bag fingerprint that --append uses."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+
+import numpy as np
+import pytest
+from bagfactory import BagSpec, image_message
+
+from lompo_core import messages as m
+from lompo_core.data import bagread as br
+from lompo_core.data.preprocess import decode_image
+
+TS = m.typestore("jazzy")
+FIELDS = ("height", "width", "encoding", "is_bigendian", "step")
+
+
+@pytest.mark.parametrize("frame_id", ["", "c", "ca", "cam", "camera", "camera_optical_frame"])
+@pytest.mark.parametrize("encoding", ["rgb8", "mono8", "bgra8", "mono16"])
+@pytest.mark.parametrize("pad", [0, 1, 3])
+def test_parse_image_cdr_matches_rosbags(frame_id: str, encoding: str, pad: int) -> None:
+    # The frame id and encoding lengths move every later field across the 4-byte alignment.
+    rgb = np.random.default_rng(pad).integers(0, 256, (7, 5, 3), dtype=np.uint8)
+    msg = image_message(
+        TS, BagSpec(encoding=encoding, pad=pad), rgb, 1_700_000_000_123_456_789, False
+    )
+    msg.header.frame_id = frame_id
+    raw = bytes(TS.serialize_cdr(msg, m.IMAGE_TYPE))
+    ref, fast = TS.deserialize_cdr(raw, m.IMAGE_TYPE), br.parse_image_cdr(raw)
+    assert fast is not None
+    assert (fast.header.stamp.sec, fast.header.stamp.nanosec, fast.header.frame_id) == (
+        ref.header.stamp.sec,
+        ref.header.stamp.nanosec,
+        ref.header.frame_id,
+    )
+    assert [getattr(fast, f) for f in FIELDS] == [getattr(ref, f) for f in FIELDS]
+    np.testing.assert_array_equal(fast.data, ref.data)
+    np.testing.assert_array_equal(decode_image(fast), decode_image(ref))
+    assert br.header_stamp(fast, 0) == 1_700_000_000_123_456_789
+
+
+def test_parse_image_cdr_leaves_big_endian_to_rosbags_and_refuses_truncation() -> None:
+    msg = image_message(TS, BagSpec(), np.zeros((4, 4, 3), np.uint8), 5, False)
+    assert br.parse_image_cdr(TS.serialize_cdr(msg, m.IMAGE_TYPE, little_endian=False)) is None
+    raw = bytes(TS.serialize_cdr(msg, m.IMAGE_TYPE))
+    with pytest.raises(ValueError, match="runs past"):
+        br.parse_image_cdr(raw[:-5])
+    with pytest.raises((ValueError, struct.error)):
+        br.parse_image_cdr(raw[:20])
+
+
+def test_fingerprint_names_a_recording_not_a_path(tmp_path) -> None:
+    bag = tmp_path / "rec"
+    bag.mkdir()
+    big = np.random.default_rng(0).integers(0, 256, 10 << 20, dtype=np.uint8)
+    (bag / "rec_0.mcap").write_bytes(big.tobytes())
+    (bag / "metadata.yaml").write_text("rosbag2_bagfile_information: {}\n")
+    fp = br.bag_fingerprint(bag)
+    assert fp.startswith("xxh3_128-sampled:") and len(fp.split(":")[1]) == 32
+    copy = tmp_path / "elsewhere" / "rec"
+    shutil.copytree(bag, copy)
+    assert br.bag_fingerprint(copy) == fp
+    for change in ("metadata", "first byte", "last byte", "size"):
+        other = tmp_path / change.replace(" ", "_")
+        shutil.copytree(bag, other)
+        data = bytearray(big.tobytes())
+        if change == "metadata":
+            (other / "metadata.yaml").write_text("rosbag2_bagfile_information: {x: 1}\n")
+        else:
+            if change == "first byte":
+                data[0] ^= 1
+            elif change == "last byte":
+                data[-1] ^= 1
+            else:
+                data.append(0)
+            (other / "rec_0.mcap").write_bytes(bytes(data))
+        assert br.bag_fingerprint(other) != fp, change
