@@ -115,6 +115,10 @@ class EvalConfig:
     seed: int = 100_000
     max_steps: int = 150
     image_size: int = 0  # sim camera resolution; 0: the dataset's camera (its crop assumes it)
+    # Keep the policy of the best evaluation so far (the earliest of equals) as
+    # checkpoints/best.pt, for `lompo export --checkpoint best`: SAC's success swings by tens of
+    # points between nearby checkpoints.
+    keep_best: bool = True
 
 
 @dataclass

@@ -18,6 +18,7 @@ from lompo_core.errors import LompoError
 
 CHECKPOINTS = "checkpoints"
 LAST = "last.pt"
+BEST = "best.pt"  # the policy of the best in-training evaluation (Trainer._save_best)
 _NAME = re.compile(r"^ckpt-(\d{8})\.pt$")
 
 

@@ -142,6 +142,7 @@ class Trainer:
         self.agent_step = 0
         self.real: LatentBuffer | None = None
         self._u_offset: float | None = None
+        self.best_eval = -1.0  # eval success of checkpoints/best.pt
         self.model_buf: LatentBuffer | None = None
         self._writer = None
         self._t0 = time.time()
@@ -247,6 +248,7 @@ class Trainer:
                 "sac": self.sac.state_dict(),
                 "agent_opt": {k: o.state_dict() for k, o in self.agent_opt.items()},
                 "head_rng": json.dumps(self.head_rng.bit_generator.state),
+                "best_eval": self.best_eval,
                 "local": local,
                 "config": self.cfg.to_dict(),
             }
@@ -273,6 +275,7 @@ class Trainer:
         for k, o in self.agent_opt.items():
             o.load_state_dict(state["agent_opt"][k])
         self.head_rng.bit_generator.state = json.loads(state["head_rng"])
+        self.best_eval = float(state.get("best_eval", -1.0))
         self.phase = state["phase"]
         self.model_step, self.agent_step = int(state["model_step"]), int(state["agent_step"])
         torch.set_rng_state(local["torch"].cpu())
@@ -488,10 +491,31 @@ class Trainer:
                     self._write_metrics("agent", m)
                 ev = self.cfg.eval.every
                 if ev and self.dist.main and (self.agent_step % ev == 0 or done):
-                    self._write_metrics("agent", self._evaluate())
+                    m = self._evaluate()
+                    self._write_metrics("agent", m)
+                    if self.cfg.eval.keep_best and m["eval/success"] > self.best_eval:
+                        self.best_eval = m["eval/success"]
+                        self._save_best()
                 if self.agent_step % self.cfg.log.agent_checkpoint_every == 0 and not done:
                     self.save()
         return True
+
+    def _save_best(self) -> None:
+        """What export needs of this policy, as checkpoints/best.pt (main rank only: no barrier)."""
+        state = {
+            "phase": "agent",
+            "model_step": self.model_step,
+            "agent_step": self.agent_step,
+            "world_model": self.wm.state_dict(),
+            "sac": self.sac.state_dict(),
+            "config": self.cfg.to_dict(),
+            "best_eval": self.best_eval,
+        }
+        checkpoint.write(checkpoint.checkpoint_dir(self.run_dir) / checkpoint.BEST, state)
+        self.log(
+            f"best eval so far: {self.best_eval:.0%} at agent update {self.agent_step} "
+            f"-> {checkpoint.CHECKPOINTS}/{checkpoint.BEST}"
+        )
 
     def _evaluate(self) -> dict[str, float]:
         from lompo_core.agent.evaluate import evaluate_in_sim

@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint",
         default=None,
-        help="a checkpoint file of the run to export instead of the latest, e.g. "
+        help="export this checkpoint of the run instead of the latest: 'best' (the best "
+        "in-training evaluation, with eval.every > 0) or a file such as "
         "RUN_DIR/checkpoints/ckpt-00016500.pt (training keeps the last log.keep_checkpoints)",
     )
     parser.add_argument(

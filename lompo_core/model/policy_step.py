@@ -52,7 +52,8 @@ def load_policy_step(
     run_dir: str | Path, checkpoint_path: str | Path | None = None
 ) -> tuple[PolicyStep, dict[str, Any]]:
     """The policy of a run's latest checkpoint, or of ``checkpoint_path`` (a checkpoint written
-    by the same run), in eval mode on the CPU, and what export needs about it.
+    by the same run, or "best" for checkpoints/best.pt), in eval mode on the CPU, and what export
+    needs about it.
 
     ``info``: ``config`` (the resolved config dict), ``dataset`` (path, hash, preprocessing,
     action: names, unit, max), ``step`` (agent updates done), ``seed``, ``checkpoint`` (its path).
@@ -74,6 +75,13 @@ def load_policy_step(
     dataset = json.loads(ds_path.read_text())
     if checkpoint_path is not None:
         path = Path(checkpoint_path)
+        if str(checkpoint_path) == "best":
+            path = checkpoint.checkpoint_dir(run) / checkpoint.BEST
+            if not path.is_file():
+                raise LompoError(
+                    f"{run}: no best.pt: it is written by in-training evaluation "
+                    "(train with eval.every > 0)"
+                )
         if not path.is_file():
             raise LompoError(f"{path}: no such checkpoint")
     else:

@@ -101,6 +101,35 @@ def test_policy_step_loads_from_a_run(tiny_dataset, tmp_path):
     assert action.shape == (1, 3) and u.shape == (1,) and float(action.abs().max()) <= 1.0
 
 
+def test_in_training_eval_keeps_the_best_policy_for_export(tiny_dataset, tmp_path, monkeypatch):
+    import lompo_core.agent.evaluate as ev
+
+    # The real sim evaluation (MuJoCo) on the first and last call; a scripted score in between,
+    # so that the best is known: 0.0 at update 10, 0.5 at 20, 0.5 at 30 (an equal keeps the first).
+    scores = iter([None, 0.5, None])
+    real = ev.evaluate_in_sim
+
+    def scripted(*args, **kw):
+        out = real(*args, **kw)
+        score = next(scores)
+        return out if score is None else {**out, "success_rate": score}
+
+    monkeypatch.setattr(ev, "evaluate_in_sim", scripted)
+    overrides = ["eval.every=10", "eval.episodes=1", "eval.max_steps=3"]
+    _finish(tiny_dataset, tmp_path / "run", overrides)
+    evals = _metrics(tmp_path / "run", "eval/success")
+    assert len(evals) == 3 and evals[1] == 0.5
+    step, info = load_policy_step(tmp_path / "run", "best")
+    assert info["step"] == 20 and info["checkpoint"].endswith("checkpoints/best.pt")
+    out = tmp_path / "policy"
+    assert (
+        cli_main(["export", str(tmp_path / "run"), "--out", str(out), "--checkpoint", "best"]) == 0
+    )
+    assert json.loads((out / "policy.json").read_text())["training"]["step"] == 20
+    with pytest.raises(LompoError, match="no best.pt"):
+        load_policy_step(_finish(tiny_dataset, tmp_path / "plain").run_dir, "best")
+
+
 def test_resume_refuses_another_config_or_dataset_and_foreign_folders(tiny_dataset, tmp_path):
     from agent_datasets import write_dataset
 
