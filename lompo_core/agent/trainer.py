@@ -276,6 +276,9 @@ class Trainer:
             o.load_state_dict(state["agent_opt"][k])
         self.head_rng.bit_generator.state = json.loads(state["head_rng"])
         self.best_eval = float(state.get("best_eval", -1.0))
+        best = checkpoint.checkpoint_dir(self.run_dir) / checkpoint.BEST
+        if best.is_file():  # written after the last checkpoint by an interrupted run: it stands
+            self.best_eval = max(self.best_eval, float(checkpoint.load(best)["best_eval"]))
         self.phase = state["phase"]
         self.model_step, self.agent_step = int(state["model_step"]), int(state["agent_step"])
         torch.set_rng_state(local["torch"].cpu())
