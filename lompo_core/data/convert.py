@@ -31,7 +31,7 @@ from lompo_core.data.dataset import (
     save_episode,
     write_meta,
 )
-from lompo_core.data.preprocess import Preprocessing, decode_image, preprocess
+from lompo_core.data.preprocess import Preprocessing, decode_image, jpeg_size, preprocess
 from lompo_core.errors import BagError, DatasetError, ImageError, LompoError
 
 CLIP_EPS = 1e-6  # a command at exactly the limit is not "clipped" after float rounding
@@ -254,13 +254,14 @@ def _convert_bag(
 
         def decode_one(msg: Any, stamp: int) -> np.ndarray:
             try:
-                rgb = decode_image(msg)
+                rgb = decode_image(msg, p)
             except ImageError as exc:
                 raise BagError(
                     f"{path}: topic {image_topic!r}: image at {stamp} ns: {exc}"
                 ) from None
-            if not src.image_size:
-                src.image_size = [int(rgb.shape[1]), int(rgb.shape[0])]
+            if not src.image_size:  # the camera's, not that of a reduced jpeg decode
+                jpeg = jpeg_size(msg.data) if hasattr(msg, "format") else None
+                src.image_size = list(jpeg or (int(rgb.shape[1]), int(rgb.shape[0])))
                 src.image_encoding = str(getattr(msg, "encoding", getattr(msg, "format", "")))
             return preprocess(rgb, p)
 

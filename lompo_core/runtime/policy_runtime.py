@@ -220,7 +220,7 @@ class PolicyRuntime:
         elif image is None:
             raise ImageError("no image (None)")
         else:
-            rgb = decode_image(image)
+            rgb = decode_image(image, self.preprocessing)
         out = preprocess(rgb, self.preprocessing)
         if out.shape != self.image_shape[1:] or out.dtype != np.uint8:
             raise ImageError(

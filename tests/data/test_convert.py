@@ -94,6 +94,7 @@ CASES = [
     dict(storage="mcap", distro="jazzy", encoding="rgb8", pad=4, action="TwistStamped"),
     dict(storage="sqlite3", distro="humble", encoding="bgr8", action="Twist"),
     dict(storage="mcap", distro="humble", encoding="jpeg", action="Float64MultiArray"),
+    dict(storage="mcap", distro="jazzy", encoding="jpeg", width=640, height=480),  # 1/4 decode
     dict(storage="sqlite3", distro="jazzy", encoding="png", action="Float32MultiArray"),
     dict(storage="rosbag1", encoding="rgba8", pad=2, action="TwistStamped"),
     dict(storage="rosbag1", encoding="bgra8", action="Float64MultiArray", width=96, height=64),

@@ -146,6 +146,36 @@ def test_area_resize_is_inter_area_or_its_cheap_pyramid() -> None:
         assert (area_resize(flat, 64) == 77).all()
 
 
+def test_jpeg_size_and_reduction() -> None:
+    from lompo_core.data.preprocess import jpeg_reduction, jpeg_size
+
+    for w, h in ((640, 480), (1280, 720), (33, 17)):
+        ok, buf = cv2.imencode(".jpg", np.zeros((h, w, 3), np.uint8))
+        assert jpeg_size(buf.ravel()) == (w, h) == jpeg_size(buf.tobytes())
+    ok, png = cv2.imencode(".png", RGB)
+    assert jpeg_size(png.ravel()) is None and jpeg_size(b"\xff\xd8\x00") is None
+    p = Preprocessing(size=64)
+    assert jpeg_reduction(640, 480, p) == 4  # 160x120; 1/8 would give 60 rows < 64
+    assert jpeg_reduction(1280, 720, p) == 8
+    assert jpeg_reduction(640, 480, Preprocessing(crop=(0.0, 0.0, 0.5, 0.5))) == 2
+    assert jpeg_reduction(100, 100, p) == 1
+
+
+def test_jpeg_reduced_decode_matches_the_full_one_after_preprocessing() -> None:
+    noise = np.random.default_rng(3).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    scene = cv2.normalize(cv2.GaussianBlur(noise, (0, 0), 8), None, 0, 255, cv2.NORM_MINMAX)
+    msg = image_message(TS, BagSpec(encoding="jpeg"), scene, 1, ros1=False)
+    p = Preprocessing(crop=(0.1, 0.0, 0.9, 0.8))
+    reduced = decode_image(msg, p)
+    assert reduced.shape == (120, 160, 3)  # decoded at 1/4 scale
+    full = decode_image(msg)
+    assert full.shape == (480, 640, 3)
+    diff = np.abs(preprocess(reduced, p).astype(int) - preprocess(full, p))
+    assert diff.mean() < 2.0 and diff.max() <= 16
+    # What the converter and the node compute: the reduced decode.
+    np.testing.assert_array_equal(to_model_image(msg, p), preprocess(reduced, p))
+
+
 def test_to_model_image_accepts_messages_and_arrays() -> None:
     p = Preprocessing(crop=(0.1, 0.2, 0.9, 1.0), size=16)
     msg = image_message(TS, BagSpec(encoding="bgra8", pad=2), RGB, 1, ros1=False)
