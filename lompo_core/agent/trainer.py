@@ -142,7 +142,7 @@ class Trainer:
         self.agent_step = 0
         self.real: LatentBuffer | None = None
         self._u_offset: float | None = None
-        self.best_eval = -1.0  # eval success of checkpoints/best.pt
+        self.best_eval = -1.0  # eval success of checkpoints/best.pt (-1: none yet)
         self.model_buf: LatentBuffer | None = None
         self._writer = None
         self._t0 = time.time()
@@ -248,7 +248,6 @@ class Trainer:
                 "sac": self.sac.state_dict(),
                 "agent_opt": {k: o.state_dict() for k, o in self.agent_opt.items()},
                 "head_rng": json.dumps(self.head_rng.bit_generator.state),
-                "best_eval": self.best_eval,
                 "local": local,
                 "config": self.cfg.to_dict(),
             }
@@ -275,10 +274,10 @@ class Trainer:
         for k, o in self.agent_opt.items():
             o.load_state_dict(state["agent_opt"][k])
         self.head_rng.bit_generator.state = json.loads(state["head_rng"])
-        self.best_eval = float(state.get("best_eval", -1.0))
+        # best.pt holds its own score, also when written after the last checkpoint.
         best = checkpoint.checkpoint_dir(self.run_dir) / checkpoint.BEST
-        if best.is_file():  # written after the last checkpoint by an interrupted run: it stands
-            self.best_eval = max(self.best_eval, float(checkpoint.load(best)["best_eval"]))
+        if best.is_file():
+            self.best_eval = float(checkpoint.load(best)["best_eval"])
         self.phase = state["phase"]
         self.model_step, self.agent_step = int(state["model_step"]), int(state["agent_step"])
         torch.set_rng_state(local["torch"].cpu())
