@@ -26,7 +26,7 @@ import numpy as np
 
 def synthetic_dataset(root: Path, steps: int = 32) -> Path:
     """One episode of noise images: enough for the exporter's calibration, nothing more."""
-    from lompo_core.data.dataset import SCHEMA_VERSION, content_hash, save_episode, write_meta
+    from lompo_core.data.dataset import write_dataset
     from lompo_core.data.preprocess import Preprocessing
 
     rng = np.random.default_rng(0)
@@ -40,31 +40,8 @@ def synthetic_dataset(root: Path, steps: int = 32) -> Path:
         "is_last": np.arange(steps) == steps - 1,
         "is_terminal": np.zeros(steps, bool),
     }
-    root.mkdir(parents=True)
-    digest = save_episode(root / "ep.npz", ep)
-    write_meta(
-        root,
-        {
-            "schema_version": SCHEMA_VERSION,
-            "action": {
-                "names": ["linear.x", "linear.y", "linear.z"],
-                "unit": "m/s",
-                "max": [0.1] * 3,
-            },
-            "preprocessing": Preprocessing().as_dict(),
-            "episodes": [
-                {
-                    "file": "ep.npz",
-                    "length": steps,
-                    "return": 0.0,
-                    "success": False,
-                    "sha256": digest,
-                }
-            ],
-            "content_hash": content_hash([digest]),
-        },
-    )
-    return root
+    action = {"names": ["linear.x", "linear.y", "linear.z"], "unit": "m/s", "max": [0.1] * 3}
+    return write_dataset(root, [ep], action, Preprocessing().as_dict(), name="ep.npz")
 
 
 def policy_and_export(args: argparse.Namespace, tmp: Path):

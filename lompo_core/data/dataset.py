@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,6 +132,49 @@ def content_hash(episode_hashes: list[str]) -> str:
 
 def write_meta(root: Path, meta: dict[str, Any]) -> None:
     atomic_write_bytes(Path(root) / META_FILE, json.dumps(meta, indent=2).encode())
+
+
+def write_dataset(
+    root: Path,
+    episodes: Iterable[Episode],
+    action: dict[str, Any],
+    preprocessing: dict[str, Any],
+    name: str = "episode_{:06d}.npz",
+    **meta: Any,
+) -> Path:
+    """A dataset folder from episodes in memory: each saved as ``name.format(i)``, then meta.json
+    with their records, ``action``, ``preprocessing``, any other ``meta`` and the content hash.
+
+    For programs, tests and benchmarks that make episodes without bags; ``lompo convert`` records
+    sources, alignment and counts on top of this.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    records = []
+    for i, ep in enumerate(episodes):
+        file = name.format(i)
+        digest = save_episode(root / file, ep)
+        records.append(
+            {
+                "file": file,
+                "length": len(ep["image"]),
+                "return": float(np.sum(ep["reward"])),
+                "success": bool(np.any(ep["is_terminal"])),
+                "sha256": digest,
+            }
+        )
+    write_meta(
+        root,
+        {
+            "schema_version": SCHEMA_VERSION,
+            "action": action,
+            "preprocessing": preprocessing,
+            **meta,
+            "episodes": records,
+            "content_hash": content_hash([r["sha256"] for r in records]),
+        },
+    )
+    return root
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lompo_core.data.dataset import SCHEMA_VERSION, content_hash, save_episode, write_meta
+from lompo_core.data import dataset
 
 
 def make_episode(rng: np.random.Generator, length: int, succeed: bool) -> dict[str, np.ndarray]:
@@ -43,35 +43,8 @@ def make_episode(rng: np.random.Generator, length: int, succeed: bool) -> dict[s
 
 
 def write_dataset(root: Path, episodes: int = 6, length: int = 20, seed: int = 0) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    infos, hashes = [], []
-    for i in range(episodes):
-        ep = make_episode(rng, length + (i % 3), succeed=i % 2 == 0)
-        name = f"ep_{i:04d}.npz"
-        h = save_episode(root / name, ep)
-        hashes.append(h)
-        infos.append(
-            {
-                "file": name,
-                "length": len(ep["image"]),
-                "return": float(ep["reward"].sum()),
-                "success": bool(ep["is_terminal"].any()),
-                "sha256": h,
-            }
-        )
-    write_meta(
-        root,
-        {
-            "schema_version": SCHEMA_VERSION,
-            "action": {
-                "names": ["linear.x", "linear.y", "linear.z"],
-                "unit": "m/s",
-                "max": [1.0] * 3,
-            },
-            "preprocessing": {"crop": None, "size": 64},
-            "episodes": infos,
-            "content_hash": content_hash(hashes),
-        },
-    )
-    return root
+    eps = [make_episode(rng, length + (i % 3), succeed=i % 2 == 0) for i in range(episodes)]
+    action = {"names": ["linear.x", "linear.y", "linear.z"], "unit": "m/s", "max": [1.0] * 3}
+    preprocessing = {"crop": None, "size": 64}
+    return dataset.write_dataset(root, eps, action, preprocessing, name="ep_{:04d}.npz")

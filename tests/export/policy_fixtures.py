@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from lompo_core.data.dataset import SCHEMA_VERSION, content_hash, save_episode, write_meta
+from lompo_core.data.dataset import write_dataset as write_episodes
 from lompo_core.data.preprocess import Preprocessing
 
 ACTION = {"names": ["linear.x", "linear.y", "linear.z"], "unit": "m/s", "max": [0.1, 0.1, 0.1]}
@@ -22,10 +22,9 @@ def write_dataset(
 ) -> Path:
     """A dataset of smooth moving-blob images with random actions, as ``lompo convert`` lays out."""
     rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
     yy, xx = np.mgrid[0:64, 0:64]
-    infos, hashes = [], []
-    for e in range(episodes):
+    eps = []
+    for _ in range(episodes):
         cx, cy = rng.uniform(10, 54, 2)
         images = np.empty((length, 64, 64, 3), np.uint8)
         actions = np.zeros((length, 3), np.float32)
@@ -36,31 +35,18 @@ def write_dataset(
                 cy = float(np.clip(cy + 3 * actions[t, 1], 5, 59))
             blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 40.0)
             images[t] = (np.stack([blob, 0.5 * blob, 1 - blob], -1) * 255).astype(np.uint8)
-        ep = {
-            "image": images,
-            "action": actions,
-            "reward": np.zeros(length, np.float32),
-            "is_first": np.arange(length) == 0,
-            "is_last": np.arange(length) == length - 1,
-            "is_terminal": np.zeros(length, bool),
-        }
-        name = f"episode_{e:04d}.npz"
-        hashes.append(save_episode(root / name, ep))
-        infos.append(
-            {"file": name, "length": length, "return": 0.0, "success": False, "sha256": hashes[-1]}
+        eps.append(
+            {
+                "image": images,
+                "action": actions,
+                "reward": np.zeros(length, np.float32),
+                "is_first": np.arange(length) == 0,
+                "is_last": np.arange(length) == length - 1,
+                "is_terminal": np.zeros(length, bool),
+            }
         )
-    write_meta(
-        root,
-        {
-            "schema_version": SCHEMA_VERSION,
-            "action": ACTION,
-            "preprocessing": Preprocessing(crop=crop).as_dict(),
-            "rate_hz": 10.0,
-            "episodes": infos,
-            "content_hash": content_hash(hashes),
-        },
-    )
-    return root
+    preprocessing = Preprocessing(crop=crop).as_dict()
+    return write_episodes(root, eps, ACTION, preprocessing, name="episode_{:04d}.npz", rate_hz=10.0)
 
 
 def debug_policy_step(seed: int = 0) -> Any:
