@@ -26,13 +26,17 @@ def test_reproduce_pipeline_debug(tmp_path):
         TRAIN_ARGS="eval.every=10 eval.episodes=1 eval.max_steps=5",  # best.pt, then exported
         LOMPO=str(Path(sys.executable).parent / "lompo"),
     )
-    proc = subprocess.run(
-        [str(REPO / "training" / "reproduce.sh"), str(tmp_path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+
+    def reproduce() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(REPO / "training" / "reproduce.sh"), str(tmp_path)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    proc = reproduce()
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for stage in ("collect", "convert", "train", "export", "eval"):
         assert f"== {stage} done in" in proc.stdout
@@ -59,12 +63,6 @@ def test_reproduce_pipeline_debug(tmp_path):
     assert (tmp_path / "eval" / "rollout.gif").is_file()
 
     # Running it again resumes: the bags and dataset are kept, the finished run is not retrained.
-    again = subprocess.run(
-        [str(REPO / "training" / "reproduce.sh"), str(tmp_path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    again = reproduce()
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "keeping the bags" in again.stdout and "keeping the dataset" in again.stdout
