@@ -238,18 +238,12 @@ class Trainer:
             checkpoint.write(checkpoint.local_path(main_path, self.dist.rank), local)
         distributed.barrier(self.dist)
         if self.dist.main:
-            state = {
-                "phase": self.phase,
-                "model_step": self.model_step,
-                "agent_step": self.agent_step,
+            state = self._policy_state() | {
                 "world_size": self.dist.world,
-                "world_model": self.wm.state_dict(),
                 "model_opt": self.model_opt.state_dict(),
-                "sac": self.sac.state_dict(),
                 "agent_opt": {k: o.state_dict() for k, o in self.agent_opt.items()},
                 "head_rng": json.dumps(self.head_rng.bit_generator.state),
                 "local": local,
-                "config": self.cfg.to_dict(),
             }
             checkpoint.save(self.run_dir, name, state, self.cfg.log.keep_checkpoints)
         distributed.barrier(self.dist)
@@ -502,17 +496,20 @@ class Trainer:
                     self.save()
         return True
 
-    def _save_best(self) -> None:
-        """What export needs of this policy, as checkpoints/best.pt (main rank only: no barrier)."""
-        state = {
-            "phase": "agent",
+    def _policy_state(self) -> dict[str, Any]:
+        """The part of a checkpoint that load_policy_step (export) reads."""
+        return {
+            "phase": self.phase,
             "model_step": self.model_step,
             "agent_step": self.agent_step,
             "world_model": self.wm.state_dict(),
             "sac": self.sac.state_dict(),
             "config": self.cfg.to_dict(),
-            "best_eval": self.best_eval,
         }
+
+    def _save_best(self) -> None:
+        """The policy alone, as checkpoints/best.pt (main rank only: no barrier)."""
+        state = self._policy_state() | {"best_eval": self.best_eval}
         checkpoint.write(checkpoint.checkpoint_dir(self.run_dir) / checkpoint.BEST, state)
         self.log(
             f"best eval so far: {self.best_eval:.0%} at agent update {self.agent_step} "
