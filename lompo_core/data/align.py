@@ -29,7 +29,7 @@ import numpy as np
 @dataclass
 class AlignedStep:
     stamp: int
-    image: Any  # [H, W, 3] uint8, or a Future of it while a worker thread decodes it
+    image: np.ndarray  # [H, W, 3] uint8, what ``decode`` made of the image event
     action: np.ndarray
     reward: float = 0.0
     success: bool = False

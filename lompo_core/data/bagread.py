@@ -164,6 +164,45 @@ class TopicSummary:
     count: int
 
 
+@dataclass(frozen=True)
+class BagSummary:
+    """What the converter checks before it reads a bag: topics, counts and time span."""
+
+    path: Path
+    distro: str
+    topics: dict[str, TopicSummary]
+    message_count: int
+    start: int  # first log time, ns
+    stop: int  # last log time + 1 ns
+    defined: frozenset[str]  # the topics' types that have a definition (bag's or distro's)
+
+    def require(self, topic: str, types: tuple[str, ...], role: str, flag: str) -> str:
+        """The type of ``topic``; BagError when absent, empty, of a wrong or undefined type."""
+        topics = self.topics
+        if self.message_count == 0:
+            raise BagError(f"{self.path}: the bag is empty (no messages)")
+        if topic not in topics:
+            have = ", ".join(f"{t.name} [{t.msgtype}]" for t in topics.values()) or "none"
+            raise BagError(
+                f"{self.path}: no {role} topic {topic!r} (set it with {flag}); topics: {have}"
+            )
+        info = topics[topic]
+        if info.msgtype not in types:
+            raise BagError(
+                f"{self.path}: {role} topic {topic!r} has type {info.msgtype}; "
+                f"supported: {', '.join(types)}"
+            )
+        if info.msgtype not in self.defined:
+            raise BagError(
+                f"{self.path}: topic {topic!r}: type {info.msgtype} has no definition in the bag "
+                f"(and the bag holds definitions for other types, so the {self.distro} ones "
+                "are not used)"
+            )
+        if info.count == 0:
+            raise BagError(f"{self.path}: {role} topic {topic!r} has no messages")
+        return info.msgtype
+
+
 class Bag:
     """An open bag: ``with Bag(path, distro) as bag: ...``. Wraps rosbags' AnyReader."""
 
@@ -200,40 +239,25 @@ class Bag:
             for name, info in self.reader.topics.items()
         }
 
-    @property
-    def message_count(self) -> int:
-        return int(self.reader.message_count)
-
-    def require(self, topic: str, types: tuple[str, ...], role: str, flag: str) -> str:
-        """The type of ``topic``; BagError when absent, empty, of a wrong or undefined type."""
+    def summary(self) -> BagSummary:
         topics = self.topics
-        if self.message_count == 0:
-            raise BagError(f"{self.path}: the bag is empty (no messages)")
-        if topic not in topics:
-            have = ", ".join(f"{t.name} [{t.msgtype}]" for t in topics.values()) or "none"
-            raise BagError(
-                f"{self.path}: no {role} topic {topic!r} (set it with {flag}); topics: {have}"
-            )
-        info = topics[topic]
-        if info.msgtype not in types:
-            raise BagError(
-                f"{self.path}: {role} topic {topic!r} has type {info.msgtype}; "
-                f"supported: {', '.join(types)}"
-            )
-        if info.msgtype not in self.reader.typestore.types:
-            raise BagError(
-                f"{self.path}: topic {topic!r}: type {info.msgtype} has no definition in the bag "
-                f"(and the bag holds definitions for other types, so the {self._distro} ones "
-                "are not used)"
-            )
-        if info.count == 0:
-            raise BagError(f"{self.path}: {role} topic {topic!r} has no messages")
-        return info.msgtype
+        types = self.reader.typestore.types
+        return BagSummary(
+            path=self.path,
+            distro=self._distro,
+            topics=topics,
+            message_count=int(self.reader.message_count),
+            start=int(self.reader.start_time),
+            stop=int(self.reader.end_time) + 1,
+            defined=frozenset(t.msgtype for t in topics.values() if t.msgtype in types),
+        )
 
-    def raw_messages(self, topics: list[str]) -> Iterator[tuple[str, str, int, Any]]:
-        """(topic, msgtype, log time ns, raw bytes) in the bag's arrival order."""
+    def raw_messages(
+        self, topics: list[str], start: int | None = None, stop: int | None = None
+    ) -> Iterator[tuple[str, str, int, Any]]:
+        """(topic, msgtype, log time ns, raw bytes) in log-time order, logged in [start, stop)."""
         conns = [c for c in self.reader.connections if c.topic in topics]
-        it = iter(self.reader.messages(connections=conns))
+        it = iter(self.reader.messages(connections=conns, start=start, stop=stop))
         while True:
             try:
                 conn, t, raw = next(it)

@@ -57,6 +57,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="add bags to an existing dataset; bags already in it (same hash) are skipped",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="processes that read and decode the bags (default: one per core; 0: none, "
+        "everything in this process)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -96,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         append=args.append,
         progress=not args.quiet,
+        workers=args.workers,
     )
     print(report.summary())
     return 0

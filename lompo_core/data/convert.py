@@ -1,6 +1,8 @@
 """``lompo convert``: robot bags -> the episode dataset of DESIGN.md, streaming and atomic.
 
-One pass per bag in arrival order; messages are put back in header-stamp order within a short
+Each bag is read once, in log-time order, by worker processes that each take a time slice of it
+and return its messages' stamps and values with the frames already preprocessed (``slices.py``).
+Here the slices are consumed in order: messages are put back in header-stamp order within a short
 look-back, aligned (``align.py``), and each episode is written as soon as it ends, so memory does
 not grow with the bag. The dataset is built in a hidden folder beside ``out`` and renamed into place
 at the end: a failure leaves no partial dataset behind.
@@ -8,12 +10,10 @@ at the end: a failure leaves no partial dataset behind.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import time
-from collections import deque
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,15 +31,13 @@ from lompo_core.data.dataset import (
     save_episode,
     write_meta,
 )
-from lompo_core.data.preprocess import Preprocessing, decode_image, jpeg_size, preprocess
-from lompo_core.errors import BagError, DatasetError, ImageError, LompoError
+from lompo_core.data.preprocess import Preprocessing
+from lompo_core.data.slices import BadFrame, Slice, SliceReader, default_workers, plan
+from lompo_core.errors import BagError, DatasetError, LompoError
 
 CLIP_EPS = 1e-6  # a command at exactly the limit is not "clipped" after float rounding
 RATE_PROBE = 30  # action messages read to infer the control rate (median period)
 RATE_MISMATCH = 0.1  # relative rate difference between bags that is refused
-DECODE_THREADS = 2  # decode + resize workers beside the reading thread
-EAGER_RATIO = 1.25  # images per command up to which every frame is decoded as it is read
-DECODE_QUEUE = 16  # frames in flight: bounds memory (raw 640x480 frames are ~1 MB each)
 
 
 @dataclass
@@ -103,8 +101,13 @@ def convert(
     overwrite: bool = False,
     append: bool = False,
     progress: bool = False,
+    workers: int | None = None,
 ) -> ConvertReport:
-    """Convert bags (files, rosbag2 folders, or folders of them) into the dataset ``out``."""
+    """Convert bags (files, rosbag2 folders, or folders of them) into the dataset ``out``.
+
+    ``workers``: processes that read and decode slices of each bag (None: one per core; 0: all
+    in this process).
+    """
     start = time.perf_counter()
     config = config or ConvertConfig()
     out = Path(out)
@@ -149,18 +152,32 @@ def convert(
         sources: list[SourceReport] = []
         from tqdm import tqdm
 
+        workers = default_workers() if workers is None else workers
         # Bytes: known for every bag before any is opened, so the total never grows.
         total = sum(br.bag_size(p) for p in paths)
-        bar = tqdm(total=total, unit="B", unit_scale=True, desc="convert", disable=not progress)
-        try:
-            for path in paths:
-                # The first bag sets the rate (unless given); the others are checked against it.
-                src, rate = _convert_bag(
-                    path, config, rate, rate_source, writer, bar, out, fingerprints[path]
-                )
-                sources.append(src)
-        finally:
-            bar.close()
+        first = paths[0] if paths else None
+        # The workers fork before the bar's monitor thread starts and before any bag is open.
+        size = config.preprocessing.size
+        with SliceReader(workers, first, config.distro, (size, size, 3)) as reader:
+            bar = tqdm(total=total, unit="B", unit_scale=True, desc="convert", disable=not progress)
+            try:
+                for path in paths:
+                    # The first bag sets the rate (unless given); the others are checked
+                    # against it.
+                    src, rate = _convert_bag(
+                        path,
+                        config,
+                        rate,
+                        rate_source,
+                        writer,
+                        bar,
+                        out,
+                        fingerprints[path],
+                        reader,
+                    )
+                    sources.append(src)
+            finally:
+                bar.close()
         if rate is None:  # --append with nothing new and no rate anywhere: keep the old value
             rate = (existing or {}).get("rate_hz", 0.0)
         meta = writer.meta(sources, float(rate), rate_source)
@@ -189,17 +206,8 @@ def convert(
 
 
 # -- one bag ------------------------------------------------------------------------------------
-def _probe_rate(bag: br.Bag, config: ConvertConfig) -> float:
-    """The control rate from the median period of the first RATE_PROBE commands."""
-    stamps = []
-    for topic, mtype, t, raw in bag.raw_messages([config.action_topic]):
-        stamps.append(br.header_stamp(bag.deserialize(raw, mtype, topic), t))
-        if len(stamps) >= RATE_PROBE:
-            break
-    return _rate(stamps, bag.path, config)
-
-
 def _rate(stamps: list[int], path: Path, config: ConvertConfig) -> float:
+    """The control rate from the median period of the commands' stamps."""
     periods = np.diff(np.array(stamps, np.int64))
     periods = periods[periods > 0]
     if len(periods) == 0:
@@ -219,123 +227,96 @@ def _convert_bag(
     bar: Any,
     out: Path,
     fingerprint: str,
+    reader: SliceReader,
 ) -> tuple[SourceReport, float]:
-    """Convert one bag; returns its report and the control rate (probed here if None)."""
+    """Convert one bag; returns its report and the control rate (inferred here if None)."""
     src = SourceReport(
         path=os.path.relpath(path.resolve(), out.resolve().parent),
         format=br.bag_format(path),
         size_bytes=br.bag_size(path),
         fingerprint=fingerprint,
     )
-    p = config.preprocessing
-    with br.Bag(path, config.distro) as bag:
-        image_topic, action_topic = config.image_topic, config.action_topic
-        src.image_type = bag.require(image_topic, br.IMAGE_TYPES, "image", "--image-topic")
-        src.action_type = bag.require(action_topic, br.ACTION_TYPES, "action", "--action-topic")
-        get_action, _ = br.action_reader(src.action_type, config.action.fields)
-        if rate is None:
-            rate = _probe_rate(bag, config)
-        dt, tol, gap = config.timing(rate)
-        reward_topic = success_topic = None
-        if config.reward == "topic":
-            reward_topic = config.reward_topic
-            bag.require(
-                reward_topic,
-                br.REWARD_TYPES,
-                "reward",
-                "--reward-topic, or choose --success-topic, --labels or --reward none",
-            )
-        if config.reward == "success" or (
-            config.reward != "labels" and config.success_topic in bag.topics
-        ):
-            success_topic = config.success_topic
-            bag.require(success_topic, br.SUCCESS_TYPES, "success", "--success-topic")
-        per_frame = src.size_bytes / max(bag.topics[image_topic].count, 1)
-
-        def decode_one(msg: Any, stamp: int) -> np.ndarray:
-            try:
-                rgb = decode_image(msg, p)
-            except ImageError as exc:
-                raise BagError(
-                    f"{path}: topic {image_topic!r}: image at {stamp} ns: {exc}"
-                ) from None
-            if not src.image_size:  # the camera's, not that of a reduced jpeg decode
-                jpeg = jpeg_size(msg.data) if hasattr(msg, "format") else None
-                src.image_size = list(jpeg or (int(rgb.shape[1]), int(rgb.shape[0])))
-                src.image_encoding = str(getattr(msg, "encoding", getattr(msg, "format", "")))
-            return preprocess(rgb, p)
-
-        # Decoding and resizing run in threads (OpenCV releases the GIL) while this thread
-        # reads the bag; a short queue keeps memory bounded. A frame's error is raised when
-        # the aligner uses it (emit), so a bad frame that is thinned away costs nothing.
-        inflight: deque[Future[np.ndarray]] = deque()
-
-        def submit(msg: Any, stamp: int) -> Future[np.ndarray]:
-            inflight.append(pool.submit(decode_one, msg, stamp))
-            while len(inflight) > DECODE_QUEUE:
-                wait([inflight.popleft()])
-            return inflight[-1]
-
-        def decode(item: Any, stamp: int) -> Future[np.ndarray]:
-            return item if isinstance(item, Future) else submit(item, stamp)
-
-        # A camera no faster than the commands keeps (nearly) every frame: start its work as it
-        # is read, while its megabyte is still in cache, rather than after stamp ordering.
-        counts = bag.topics
-        eager = counts[image_topic].count <= EAGER_RATIO * counts[action_topic].count
-
-        index = 0
-
-        def emit(ep: AlignedEpisode) -> None:
-            nonlocal index
-            for step in ep.steps:
-                if isinstance(step.image, Future):
-                    step.image = step.image.result()
-            writer.write(ep, path, index, src)
-            index += 1
-
-        aligner = Aligner(
-            dt,
-            tol,
-            gap,
-            None,  # the action size is that of the first command
-            decode,
-            emit,
-            config.min_length,
-            config.max_length,
-            success_ends=success_topic is not None,
+    bag = reader.summary(path)
+    image_topic, action_topic = config.image_topic, config.action_topic
+    src.image_type = bag.require(image_topic, br.IMAGE_TYPES, "image", "--image-topic")
+    src.action_type = bag.require(action_topic, br.ACTION_TYPES, "action", "--action-topic")
+    br.action_reader(src.action_type, config.action.fields)  # refuse bad fields up front
+    kinds = {image_topic: "image", action_topic: "action"}
+    if config.reward == "topic":
+        bag.require(
+            config.reward_topic,
+            br.REWARD_TYPES,
+            "reward",
+            "--reward-topic, or choose --success-topic, --labels or --reward none",
         )
-        order = br.StampOrder(path, int(config.max_latency_s * 1e9))
-        kinds = {image_topic: "image", action_topic: "action"}
-        if reward_topic:
-            kinds[reward_topic] = "reward"
-        if success_topic:
-            kinds[success_topic] = "success"
-        command_stamps: list[int] = []
-        pool = ThreadPoolExecutor(max_workers=DECODE_THREADS)
-        try:
-            _stream(
-                bag,
-                kinds,
-                order,
-                aligner,
-                src,
-                config,
-                get_action,
-                lambda: bar.update(int(per_frame * 256)),
-                command_stamps,
-                submit if eager else None,
-            )
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-        bar.update(src.size_bytes - int(per_frame * (aligner.stats.images // 256 * 256)))
-    bag_rate = _rate(command_stamps, path, config) if len(command_stamps) > 1 else rate
+        kinds[config.reward_topic] = "reward"
+    success_topic = None
+    if config.reward == "success" or (
+        config.reward != "labels" and config.success_topic in bag.topics
+    ):
+        success_topic = config.success_topic
+        bag.require(success_topic, br.SUCCESS_TYPES, "success", "--success-topic")
+        kinds[success_topic] = "success"
+    specs = plan(
+        bag,
+        dict(
+            bag=path,
+            distro=config.distro,
+            topics=kinds,
+            preprocessing=config.preprocessing,
+            action_fields=config.action.fields,
+        ),
+        image_topic,
+        reader.workers,
+    )
+    pieces = reader.read(specs)
+
+    # The rate comes from the first RATE_PROBE commands: hold the slices read until they came.
+    head: list[Slice] = []
+    stamps: list[int] = []
+    for piece in pieces:
+        head.append(piece)
+        stamps += [e[2] for e in piece.events if e[0] == action_topic][: RATE_PROBE - len(stamps)]
+        if len(stamps) >= RATE_PROBE:
+            break
+    if rate is None:
+        rate = _rate(stamps, path, config)
+    bag_rate = _rate(stamps, path, config) if len(stamps) > 1 else rate
     src.action_rate_hz = round(bag_rate, 6)
     if rate_source != "given" and abs(bag_rate - rate) > RATE_MISMATCH * rate:
         raise BagError(
-            f"{path}: action topic {config.action_topic!r} runs at {bag_rate:.3g} Hz, the other "
+            f"{path}: action topic {action_topic!r} runs at {bag_rate:.3g} Hz, the other "
             f"bags at {rate:.3g} Hz; convert them separately or pass --rate HZ"
         )
+
+    index = 0
+
+    def emit(ep: AlignedEpisode) -> None:
+        nonlocal index
+        writer.write(ep, path, index, src)
+        index += 1
+
+    dt, tol, gap = config.timing(rate)
+    aligner = Aligner(
+        dt,
+        tol,
+        gap,
+        None,  # the action size is that of the first command
+        _frame,
+        emit,
+        config.min_length,
+        config.max_length,
+        success_ends=success_topic is not None,
+    )
+    per_frame = src.size_bytes / max(bag.topics[image_topic].count, 1)
+    order = br.StampOrder(path, int(config.max_latency_s * 1e9))
+    for piece in itertools.chain(head, pieces):
+        _stream(piece, kinds, order, aligner, src, config, path)
+        bar.update(int(per_frame * (0 if piece.frames is None else len(piece.frames))))
+    for item in order.pop_all():
+        _dispatch(aligner, item, kinds)
+    aligner.finish()
+    bar.update(src.size_bytes - int(per_frame * aligner.stats.images))
 
     st = aligner.stats
     src.frames, src.frames_used, src.commands = st.images, st.images_used, st.commands
@@ -345,52 +326,45 @@ def _convert_bag(
     return src, rate
 
 
+def _frame(item: np.ndarray | BadFrame, stamp: int) -> np.ndarray:
+    """The aligner takes a frame: a frame that could not be decoded is an error only now."""
+    if isinstance(item, BadFrame):
+        raise BagError(item.error)
+    return item
+
+
 def _stream(
-    bag: br.Bag,
+    piece: Slice,
     kinds: dict[str, str],
     order: br.StampOrder,
     aligner: Aligner,
     src: SourceReport,
     config: ConvertConfig,
-    get_action: Any,
-    tick: Callable[[], None],
-    command_stamps: list[int],
-    submit: Callable[[Any, int], Future[np.ndarray]] | None = None,
+    path: Path,
 ) -> None:
-    """Read the bag once, in arrival order, and feed the aligner in stamp order.
-
-    With ``submit``, each image's decoding starts as it is read and a Future travels instead.
-    """
-    frames = 0
+    """Feed one slice's messages (in the bag's order) to the aligner in header-stamp order."""
+    if not src.image_size and piece.camera is not None:
+        width, height, src.image_encoding = piece.camera
+        src.image_size = [width, height]
+    frames = piece.frames
     limits: np.ndarray | None = None
-    for topic, msgtype, t, raw in bag.raw_messages(list(kinds)):
-        msg = bag.deserialize(raw, msgtype, topic)
-        stamp = br.header_stamp(msg, t)
+    for topic, t, stamp, value in piece.events:
         kind = kinds[topic]
         if kind == "image":
-            order.push(topic, stamp, t, 0, msg if submit is None else submit(msg, stamp))
-            frames += 1
-            if frames % 256 == 0:
-                tick()
+            image = value if isinstance(value, BadFrame) else frames[value]  # type: ignore[index]
+            order.push(topic, stamp, t, 0, image)
         elif kind == "action":
-            if len(command_stamps) < RATE_PROBE:
-                command_stamps.append(stamp)
-            command = get_action(msg)
             if limits is None:
-                src.action_dim = command.size
+                src.action_dim = src.action_dim or value.size
                 try:
-                    limits = np.array(config.action.limits(command.size), np.float64)
+                    limits = np.array(config.action.limits(src.action_dim), np.float64)
                 except LompoError as exc:
-                    raise BagError(f"{bag.path}: action topic {topic!r}: {exc}") from None
-            action = _normalise(command, limits, src, bag.path, topic)
-            order.push(topic, stamp, t, 2, action)
+                    raise BagError(f"{path}: action topic {topic!r}: {exc}") from None
+            order.push(topic, stamp, t, 2, _normalise(value, limits, src, path, topic))
         else:
-            order.push(topic, stamp, t, 1, float(msg.data) if kind == "reward" else bool(msg.data))
+            order.push(topic, stamp, t, 1, value)
         for item in order.pop_ready(t):
             _dispatch(aligner, item, kinds)
-    for item in order.pop_all():
-        _dispatch(aligner, item, kinds)
-    aligner.finish()
 
 
 def _normalise(

