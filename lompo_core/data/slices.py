@@ -38,7 +38,7 @@ from lompo_core.errors import BagError, ImageError, LompoError
 
 T = TypeVar("T")
 
-SLICE_FRAMES = 64  # camera frames per slice: enough to amortise a task, small for balance
+SLICE_FRAMES = 128  # camera frames per slice: amortises a task, small enough to balance
 MAX_WORKERS = 8
 
 
@@ -76,15 +76,17 @@ class Slice:
 def plan(
     summary: br.BagSummary, spec: dict[str, Any], image_topic: str, workers: int
 ) -> list[SliceSpec]:
-    """Cut the bag's time span into slices of at most about SLICE_FRAMES camera frames, in a
-    multiple of ``workers`` so that the last round keeps every worker busy."""
+    """Cut the bag's time span into equal slices of at most about SLICE_FRAMES camera frames, in
+    a multiple of ``workers`` so that the last round keeps every worker busy."""
+    workers = max(workers, 1)
     frames = summary.topics[image_topic].count
-    rounds = max(1, -(-frames // (SLICE_FRAMES * max(workers, 1))))
-    n = rounds * max(workers, 1)
+    n = workers * max(1, -(-frames // (SLICE_FRAMES * workers)))
     start, stop = summary.start, summary.stop
     edges = [start + (stop - start) * i // n for i in range(n + 1)]
     return [
-        SliceSpec(start=a, stop=b, **spec) for a, b in zip(edges, edges[1:], strict=False) if b > a
+        SliceSpec(start=a, stop=b, **spec)
+        for a, b in zip(edges, edges[1:], strict=False)
+        if b > a
     ]
 
 
