@@ -113,6 +113,8 @@ def convert(
     out = Path(out)
     if overwrite and append:
         raise LompoError("--overwrite and --append exclude each other")
+    if workers is not None and workers < 0:
+        raise LompoError(f"--workers must be 0 or more, got {workers}")
     existing: dict[str, Any] | None = None
     if out.exists():
         if append:
@@ -153,6 +155,8 @@ def convert(
         from tqdm import tqdm
 
         workers = default_workers() if workers is None else workers
+        if not paths:
+            workers = 0  # --append with nothing new: nothing to fork for
         # Bytes: known for every bag before any is opened, so the total never grows.
         total = sum(br.bag_size(p) for p in paths)
         first = paths[0] if paths else None

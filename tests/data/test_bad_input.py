@@ -137,3 +137,16 @@ def test_images_without_any_command_overlap_when_flags_are_wrong(make_bag, tmp_p
     args = ["convert", str(bag), "--out", str(tmp_path / "ds"), "--quiet"]
     assert cli.main([*args, "--action-topic", m.REWARD_TOPIC]) == 1
     assert "has type std_msgs/msg/Float32; supported: geometry_msgs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_array_fields_beyond_the_commands_are_refused_by_name(make_bag, tmp_path, workers):
+    from lompo_core.data.convert import convert
+    from lompo_core.data.convert_config import ActionSpec, ConvertConfig
+    from lompo_core.errors import BagError
+
+    bag, _ = make_bag(action="Float64MultiArray")  # 3 values per command
+    config = ConvertConfig(action=ActionSpec(fields=("data[0]", "data[5]"), max=1.0))
+    with pytest.raises(BagError, match=f"{bag}: action topic .*: a command has 3 values, fewer"):
+        convert([bag], tmp_path / "ds", config, workers=workers)
+    assert not (tmp_path / "ds").exists()

@@ -86,7 +86,7 @@ def test_frames_that_do_not_fit_the_ring_come_back_whole(make_bag) -> None:
 
 def test_worker_count_is_checked_and_defaults_to_the_cores(make_bag, tmp_path) -> None:
     path, _ = make_bag()
-    with pytest.raises(LompoError, match="workers must be >= 0"):
+    with pytest.raises(LompoError, match="--workers must be 0 or more"):
         convert([path], tmp_path / "ds", ConvertConfig(), workers=-1)
     assert not (tmp_path / "ds").exists()
     assert 0 <= slices.default_workers() <= slices.MAX_WORKERS
