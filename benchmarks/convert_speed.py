@@ -6,7 +6,8 @@ worker processes, one per core, and adds the bag fingerprint, stamp ordering, al
 the area resize to 64x64 and writing the episodes; "1 process" is the same with ``workers=0``.
 Target (issue 3): >= 70% of the floor for raw images. Figures: docs/convert.md.
 
-    python benchmarks/convert_speed.py [--frames 600 3600] [--storage mcap] [--repeats 5]
+    python benchmarks/convert_speed.py [--frames 600 3600] [--storage mcap] [--chunks none]
+        [--repeats 5]
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from rosbags.highlevel import AnyReader
-from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
 
 from lompo_core import messages as m
 from lompo_core.data.convert import convert
@@ -30,15 +31,19 @@ from lompo_core.data.slices import default_workers
 RATE_HZ = 30.0
 
 
-def write_bag(path: Path, frames: int, encoding: str, storage: str) -> int:
-    """A 640x480 camera and a command per frame, 30 Hz; returns the bag's size in bytes."""
+def write_bag(path: Path, frames: int, encoding: str, storage: str, zstd: bool = False) -> int:
+    """A 640x480 camera and a command per frame, 30 Hz; returns the bag's size in bytes. With
+    ``zstd``, mcap chunks are zstd-compressed (what McapWriterOptions does by default)."""
     ts = m.typestore("jazzy")
     rng = np.random.default_rng(0)
     # Smooth random scenes: jpeg then compresses like a camera image, not like noise.
     base = cv2.resize(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), (640, 480))
     dt = int(1e9 / RATE_HZ)
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-    with Writer(path, version=9, storage_plugin=plugin) as w:
+    writer = Writer(path, version=9, storage_plugin=plugin)
+    if zstd:
+        writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
+    with writer as w:
         ctype = m.COMPRESSED_IMAGE_TYPE if encoding == "jpeg" else m.IMAGE_TYPE
         ci = w.add_connection(m.IMAGE_TOPIC, ctype, typestore=ts)
         cc = w.add_connection(m.COMMAND_TOPIC, m.TWIST_STAMPED_TYPE, typestore=ts)
@@ -77,6 +82,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, nargs="+", default=[600, 3600], help="bag lengths")
     ap.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
+    ap.add_argument(
+        "--chunks", choices=("none", "zstd"), default="none", help="mcap chunk compression"
+    )
     ap.add_argument("--repeats", type=int, default=3, help="best of N (the machine is shared)")
     ap.add_argument("--workers", type=int, help="convert's worker processes (default: per core)")
     args = ap.parse_args()
@@ -84,7 +92,11 @@ def main() -> None:
     workers = default_workers() if args.workers is None else args.workers
     root = Path(tempfile.mkdtemp(prefix="convert_speed_"))
     try:
-        print(f"640x480, {args.storage}, best of {args.repeats}; convert with {workers} workers")
+        chunks = f" ({args.chunks} chunks)" if args.storage == "mcap" else ""
+        print(
+            f"640x480, {args.storage}{chunks}, best of {args.repeats}; "
+            f"convert with {workers} workers"
+        )
         print(
             f"{'bag':<6} {'frames':>6} {'MB':>7} {'floor fr/s':>11} {'convert fr/s':>13} "
             f"{'ratio':>6} {'1 process fr/s':>15}"
@@ -92,7 +104,7 @@ def main() -> None:
         for frames in args.frames:
             for encoding in ("rgb8", "jpeg"):
                 bag = root / f"{encoding}_{frames}"
-                size = write_bag(bag, frames, encoding, args.storage)
+                size = write_bag(bag, frames, encoding, args.storage, args.chunks == "zstd")
                 floor_s = min(floor(bag) for _ in range(args.repeats))
                 out = root / f"ds_{encoding}"
                 conv_s = min(ours(bag, out, workers) for _ in range(args.repeats))
