@@ -314,13 +314,16 @@ def _convert_bag(
     )
     per_frame = src.size_bytes / max(bag.topics[image_topic].count, 1)
     order = br.StampOrder(path, int(config.max_latency_s * 1e9))
+    shown = 0  # bytes of this bag on the progress bar
     for piece in itertools.chain(head, pieces):
         _stream(piece, kinds, order, aligner, src, config, path)
-        bar.update(int(per_frame * (0 if piece.frames is None else len(piece.frames))))
+        step = int(per_frame * (0 if piece.frames is None else len(piece.frames)))
+        bar.update(step)
+        shown += step
     for item in order.pop_all():
         _dispatch(aligner, item, kinds)
     aligner.finish()
-    bar.update(src.size_bytes - int(per_frame * aligner.stats.images))
+    bar.update(src.size_bytes - shown)
 
     st = aligner.stats
     src.frames, src.frames_used, src.commands = st.images, st.images_used, st.commands
