@@ -165,7 +165,7 @@ def convert(
         with SliceReader(workers, first, config.distro, (size, size, 3)) as reader:
             bar = tqdm(total=total, unit="B", unit_scale=True, desc="convert", disable=not progress)
             try:
-                for path in paths:
+                for i, path in enumerate(paths):
                     # The first bag sets the rate (unless given); the others are checked
                     # against it.
                     src, rate = _convert_bag(
@@ -178,6 +178,7 @@ def convert(
                         out,
                         fingerprints[path],
                         reader,
+                        paths[i + 1] if i + 1 < len(paths) else None,
                     )
                     sources.append(src)
             finally:
@@ -232,6 +233,7 @@ def _convert_bag(
     out: Path,
     fingerprint: str,
     reader: SliceReader,
+    next_bag: Path | None = None,
 ) -> tuple[SourceReport, float]:
     """Convert one bag; returns its report and the control rate (inferred here if None)."""
     src = SourceReport(
@@ -273,7 +275,7 @@ def _convert_bag(
         image_topic,
         reader.workers,
     )
-    pieces = reader.read(specs)
+    pieces = reader.read(specs, then=next_bag)
 
     # The rate comes from the first RATE_PROBE commands: hold the slices read until they came.
     head: list[Slice] = []

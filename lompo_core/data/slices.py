@@ -176,6 +176,7 @@ class SliceReader:
         # Twice a slice's frames: a camera that speeds up mid-bag still fits (else: the pipe).
         self._shape = (self._slots, 2 * SLICE_FRAMES, *frame_shape)
         self._ring: np.ndarray | None = None
+        self._early: dict[Path, Future[br.BagSummary]] = {}  # summaries asked for ahead
 
     def __enter__(self) -> SliceReader:
         if self.workers:
@@ -211,9 +212,12 @@ class SliceReader:
     def summary(self, path: Path) -> br.BagSummary:
         if self._pool is None:
             return _summary(path, self.distro)
-        return _result(self._pool.submit(_summary, path, self.distro), path)
+        future = self._early.pop(path, None) or self._pool.submit(_summary, path, self.distro)
+        return _result(future, path)
 
-    def read(self, specs: list[SliceSpec]) -> Iterator[Slice]:
+    def read(self, specs: list[SliceSpec], then: Path | None = None) -> Iterator[Slice]:
+        """The slices of ``specs`` in order. ``then``: the bag to convert next, whose summary a
+        worker fetches once the last slice is handed out, so that it is ready when asked for."""
         if self._pool is None or self._ring is None:
             for spec in specs:
                 yield read_slice(_bag(spec.bag, spec.distro), spec)
@@ -229,6 +233,8 @@ class SliceReader:
             if item is not None:
                 k, spec = item
                 queue.append((k, pool.submit(_read, spec, k % slots)))
+            elif then is not None and then not in self._early:
+                self._early[then] = pool.submit(_summary, then, self.distro)
 
         try:
             for _ in range(slots):
@@ -256,23 +262,23 @@ def _result(future: Future[T], bag: Path) -> T:
 
 
 # -- in whichever process reads: a worker, or this one with workers=0 ----------------------------
-_open: br.Bag | None = None
-_ring: np.ndarray | None = None  # a worker's view of the shared ring
+_open: dict[Path, br.Bag] = {}  # the bags this process has open, least recently used first
+KEEP_OPEN = 2  # the bag being read and the next one, whose summary was asked for early
 
 
 def _bag(path: Path, distro: str) -> br.Bag:
-    global _open
-    if _open is None or _open.path != path:
-        _close()
-        _open = br.Bag(path, distro).__enter__()
-    return _open
+    bag = _open.pop(path, None)
+    if bag is None:
+        bag = br.Bag(path, distro).__enter__()
+        while len(_open) >= KEEP_OPEN:
+            _open.pop(next(iter(_open))).__exit__(None, None, None)
+    _open[path] = bag
+    return bag
 
 
 def _close() -> None:
-    global _open
-    if _open is not None:
-        bag, _open = _open, None
-        bag.__exit__(None, None, None)
+    while _open:
+        _open.popitem()[1].__exit__(None, None, None)
 
 
 def _summary(path: Path, distro: str) -> br.BagSummary:
