@@ -46,6 +46,22 @@ def test_workers_write_the_dataset_one_process_writes(make_bag, tmp_path, monkey
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
+def test_several_bags_give_the_same_dataset_with_workers(make_bag, tmp_path, monkeypatch):
+    # The next bag's summary is fetched while the current one is read: order must not change.
+    monkeypatch.setattr(slices, "SLICE_FRAMES", 4)
+    for i, spec in enumerate(BAGS.values()):
+        make_bag(f"bag{i}", **spec)
+    reports = {
+        w: convert([tmp_path / "bags"], tmp_path / f"ds{w}", ConvertConfig(), workers=w)
+        for w in (0, 2)
+    }
+    assert reports[0].bags_converted == reports[2].bags_converted == len(BAGS)
+    meta0, meta2 = EpisodeDataset(tmp_path / "ds0").meta, EpisodeDataset(tmp_path / "ds2").meta
+    assert json.dumps(meta0["episodes"]) == json.dumps(meta2["episodes"])
+    assert meta0["content_hash"] == meta2["content_hash"]  # the episodes' file hashes
+    assert [s["path"] for s in meta2["sources"]] == [s["path"] for s in meta0["sources"]]
+
+
 def test_slices_cover_the_bag_once_in_order(make_bag, monkeypatch) -> None:
     monkeypatch.setattr(slices, "SLICE_FRAMES", 4)
     path, spec = make_bag(n=30, reward="both")
