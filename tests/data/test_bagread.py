@@ -41,6 +41,43 @@ def test_parse_image_cdr_matches_rosbags(frame_id: str, encoding: str, pad: int)
     assert br.header_stamp(fast, 0) == 1_700_000_000_123_456_789
 
 
+@pytest.mark.parametrize("frame_id", ["", "c", "ca", "cam", "base", "tool0_frame", "x" * 13])
+def test_parse_twist_cdr_matches_rosbags(frame_id: str) -> None:
+    # Every frame id length lands the six doubles on another 8-byte alignment.
+    values = np.random.default_rng(len(frame_id)).normal(size=6)
+    ref_msg = m.twist_msg(TS, values[:3], 1_700_000_000_987_654_321)
+    ref_msg.header.frame_id = frame_id
+    ref_msg.twist.angular.x, ref_msg.twist.angular.y, ref_msg.twist.angular.z = values[3:]
+    raw = bytes(TS.serialize_cdr(ref_msg, m.TWIST_STAMPED_TYPE))
+    fast, ref = br.parse_twist_stamped_cdr(raw), TS.deserialize_cdr(raw, m.TWIST_STAMPED_TYPE)
+    assert fast is not None and fast.header.frame_id == ref.header.frame_id == frame_id
+    assert br.header_stamp(fast, 0) == br.header_stamp(ref, 0) == 1_700_000_000_987_654_321
+    for part in ("linear", "angular"):
+        for axis in "xyz":
+            got = getattr(getattr(fast.twist, part), axis)
+            assert got == getattr(getattr(ref.twist, part), axis)
+    bare = bytes(TS.serialize_cdr(ref.twist, "geometry_msgs/msg/Twist"))
+    twist = br.parse_twist_cdr(bare)
+    assert twist is not None and (twist.angular.z, twist.linear.y) == (values[5], values[1])
+    get, _ = br.action_reader(m.TWIST_STAMPED_TYPE, ("linear.x", "angular.z"))
+    np.testing.assert_array_equal(get(fast), get(ref))
+    big = TS.serialize_cdr(ref_msg, m.TWIST_STAMPED_TYPE, little_endian=False)
+    assert br.parse_twist_stamped_cdr(big) is None  # rosbags reads it
+    with pytest.raises(struct.error):  # Bag.deserialize names bag and topic (READ_ERRORS)
+        br.parse_twist_stamped_cdr(raw[:40])
+
+
+@pytest.mark.parametrize(
+    ("msgtype", "value"),
+    [("std_msgs/msg/Float32", 0.25), ("std_msgs/msg/Float64", -1.5e-7), ("std_msgs/msg/Bool", True)],
+)
+def test_scalar_cdr_matches_rosbags(msgtype: str, value: float | bool) -> None:
+    raw = bytes(TS.serialize_cdr(TS.types[msgtype](data=value), msgtype))
+    fast = br._FAST_CDR[msgtype](raw)
+    assert fast is not None and fast.data == TS.deserialize_cdr(raw, msgtype).data == value
+    assert type(fast.data) is type(value)
+
+
 def test_parse_image_cdr_leaves_big_endian_to_rosbags_and_refuses_truncation() -> None:
     msg = image_message(TS, BagSpec(), np.zeros((4, 4, 3), np.uint8), 5, False)
     assert br.parse_image_cdr(TS.serialize_cdr(msg, m.IMAGE_TYPE, little_endian=False)) is None
