@@ -69,7 +69,11 @@ def test_parse_twist_cdr_matches_rosbags(frame_id: str) -> None:
 
 @pytest.mark.parametrize(
     ("msgtype", "value"),
-    [("std_msgs/msg/Float32", 0.25), ("std_msgs/msg/Float64", -1.5e-7), ("std_msgs/msg/Bool", True)],
+    [
+        ("std_msgs/msg/Float32", 0.25),
+        ("std_msgs/msg/Float64", -1.5e-7),
+        ("std_msgs/msg/Bool", True),
+    ],
 )
 def test_scalar_cdr_matches_rosbags(msgtype: str, value: float | bool) -> None:
     raw = bytes(TS.serialize_cdr(TS.types[msgtype](data=value), msgtype))
