@@ -92,7 +92,9 @@ def main() -> None:
     workers = default_workers() if args.workers is None else args.workers
     root = Path(tempfile.mkdtemp(prefix="convert_speed_"))
     try:
-        chunks = f" ({args.chunks} chunks)" if args.storage == "mcap" else ""
+        chunks = ""
+        if args.storage == "mcap":
+            chunks = " (zstd chunks)" if args.chunks == "zstd" else " (uncompressed chunks)"
         print(
             f"640x480, {args.storage}{chunks}, best of {args.repeats}; "
             f"convert with {workers} workers"
