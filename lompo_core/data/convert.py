@@ -14,6 +14,8 @@ import itertools
 import os
 import shutil
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ from lompo_core.errors import BagError, DatasetError, LompoError
 CLIP_EPS = 1e-6  # a command at exactly the limit is not "clipped" after float rounding
 RATE_PROBE = 30  # action messages read to infer the control rate (median period)
 RATE_MISMATCH = 0.1  # relative rate difference between bags that is refused
+WRITES_AHEAD = 2  # episodes handed to the writer thread and not yet on disk
 
 
 @dataclass
@@ -147,6 +150,7 @@ def convert(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
+    writer: _EpisodeWriter | None = None
     try:
         writer = _EpisodeWriter(tmp, out, config, existing, labels)
         rate = config.rate_hz or (existing or {}).get("rate_hz")
@@ -186,9 +190,12 @@ def convert(
         if rate is None:  # --append with nothing new and no rate anywhere: keep the old value
             rate = (existing or {}).get("rate_hz", 0.0)
         meta = writer.meta(sources, float(rate), rate_source)
+        writer.close()
         write_meta(tmp, meta)
         _swap(tmp, out)
     except BaseException:
+        if writer is not None:
+            writer.close()  # no episode file may appear while the folder is removed
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
@@ -447,6 +454,10 @@ class _EpisodeWriter:
                 _link_or_copy(out / entry["file"], tmp / entry["file"])
                 self.episodes.append(entry)
         self.next = 1 + max((_number(e["file"]) for e in self.episodes), default=-1)
+        # One thread writes the episode files (zip, hashes and the disk all release the GIL), so
+        # slices are consumed while an episode reaches the disk; meta() waits for the files.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="episode-writer")
+        self._pending: deque[tuple[dict[str, Any], Future[str]]] = deque()
 
     def write(self, ep: AlignedEpisode, bag: Path, index: int, src: SourceReport) -> None:
         if self.labels is not None:
@@ -459,25 +470,37 @@ class _EpisodeWriter:
                 arrays["reward"][:] = 0.0
         name = f"episode_{self.next:06d}.npz"
         self.next += 1
-        sha = save_episode(self.tmp / name, arrays, compress=self.config.compress)
         self.new_successes += int(ep.terminal)
         src.episodes += 1
         src.steps += len(ep)
-        self.episodes.append(
-            {
-                "file": name,
-                "length": len(ep),
-                "return": float(arrays["reward"].sum()),
-                "success": bool(ep.terminal),
-                "sha256": sha,
-                "source": src.path,
-                "source_episode": index,
-                "start_ns": int(ep.steps[0].stamp),
-                "end": ep.end,
-            }
-        )
+        record = {
+            "file": name,
+            "length": len(ep),
+            "return": float(arrays["reward"].sum()),
+            "success": bool(ep.terminal),
+            "sha256": "",  # once written
+            "source": src.path,
+            "source_episode": index,
+            "start_ns": int(ep.steps[0].stamp),
+            "end": ep.end,
+        }
+        self.episodes.append(record)
+        job = self._thread.submit(save_episode, self.tmp / name, arrays, self.config.compress)
+        self._pending.append((record, job))
+        while len(self._pending) > WRITES_AHEAD:  # bounds the episodes held in memory
+            self._finish_one()
+
+    def _finish_one(self) -> None:
+        record, job = self._pending.popleft()
+        record["sha256"] = job.result()
+
+    def close(self) -> None:
+        """Wait for the episode being written (none starts after) and stop the thread."""
+        self._thread.shutdown(wait=True, cancel_futures=True)
 
     def meta(self, sources: list[SourceReport], rate: float, rate_source: str) -> dict[str, Any]:
+        while self._pending:
+            self._finish_one()
         c = self.config
         old = self.existing or {}
         dim = _action_dim(sources, old)
