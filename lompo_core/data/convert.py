@@ -34,7 +34,14 @@ from lompo_core.data.dataset import (
     write_meta,
 )
 from lompo_core.data.preprocess import Preprocessing
-from lompo_core.data.slices import BadFrame, Slice, SliceReader, default_workers, plan
+from lompo_core.data.slices import (
+    BadFrame,
+    Slice,
+    SliceReader,
+    SliceSpec,
+    default_workers,
+    plan,
+)
 from lompo_core.errors import BagError, DatasetError, LompoError
 
 CLIP_EPS = 1e-6  # a command at exactly the limit is not "clipped" after float rounding
@@ -251,38 +258,23 @@ def _convert_bag(
     )
     bag = reader.summary(path)
     image_topic, action_topic = config.image_topic, config.action_topic
-    src.image_type = bag.require(image_topic, br.IMAGE_TYPES, "image", "--image-topic")
-    src.action_type = bag.require(action_topic, br.ACTION_TYPES, "action", "--action-topic")
-    br.action_reader(src.action_type, config.action.fields)  # refuse bad fields up front
-    kinds = {image_topic: "image", action_topic: "action"}
-    if config.reward == "topic":
-        bag.require(
-            config.reward_topic,
-            br.REWARD_TYPES,
-            "reward",
-            "--reward-topic, or choose --success-topic, --labels or --reward none",
-        )
-        kinds[config.reward_topic] = "reward"
-    success_topic = None
-    if config.reward == "success" or (
-        config.reward != "labels" and config.success_topic in bag.topics
-    ):
-        success_topic = config.success_topic
-        bag.require(success_topic, br.SUCCESS_TYPES, "success", "--success-topic")
-        kinds[success_topic] = "success"
-    specs = plan(
-        bag,
-        dict(
-            bag=path,
-            distro=config.distro,
-            topics=kinds,
-            preprocessing=config.preprocessing,
-            action_fields=config.action.fields,
-        ),
-        image_topic,
-        reader.workers,
-    )
-    pieces = reader.read(specs, then=next_bag)
+    kinds, specs = _bag_plan(bag, config, reader.workers)
+    src.image_type = bag.topics[image_topic].msgtype
+    src.action_type = bag.topics[action_topic].msgtype
+    success_topic = next((t for t, kind in kinds.items() if kind == "success"), None)
+
+    def next_slices() -> list[SliceSpec] | None:
+        """The next bag's slices, for the workers to start on; its errors wait for its turn."""
+        if next_bag is None:
+            return None
+        try:
+            return _bag_plan(reader.summary(next_bag), config, reader.workers)[1]
+        except LompoError:
+            return None
+
+    if next_bag is not None:
+        reader.ask_summary(next_bag)
+    pieces = reader.read(specs, then=next_slices)
 
     # The rate comes from the first RATE_PROBE commands: hold the slices read until they came.
     head: list[Slice] = []
@@ -340,6 +332,40 @@ def _convert_bag(
     if st.episodes == 0:
         raise BagError(_no_episode_reason(path, config, st))
     return src, rate
+
+
+def _bag_plan(
+    bag: br.BagSummary, config: ConvertConfig, workers: int
+) -> tuple[dict[str, str], list[SliceSpec]]:
+    """Check the bag has what the config asks for; the topics to read (topic -> kind) and its
+    slices. BagError names the bag and topic at fault."""
+    image_topic, action_topic = config.image_topic, config.action_topic
+    bag.require(image_topic, br.IMAGE_TYPES, "image", "--image-topic")
+    action_type = bag.require(action_topic, br.ACTION_TYPES, "action", "--action-topic")
+    br.action_reader(action_type, config.action.fields)  # refuse bad fields up front
+    kinds = {image_topic: "image", action_topic: "action"}
+    if config.reward == "topic":
+        bag.require(
+            config.reward_topic,
+            br.REWARD_TYPES,
+            "reward",
+            "--reward-topic, or choose --success-topic, --labels or --reward none",
+        )
+        kinds[config.reward_topic] = "reward"
+    if config.reward == "success" or (
+        config.reward != "labels" and config.success_topic in bag.topics
+    ):
+        assert config.success_topic is not None
+        bag.require(config.success_topic, br.SUCCESS_TYPES, "success", "--success-topic")
+        kinds[config.success_topic] = "success"
+    fields = dict(
+        bag=bag.path,
+        distro=config.distro,
+        topics=kinds,
+        preprocessing=config.preprocessing,
+        action_fields=config.action.fields,
+    )
+    return kinds, plan(bag, fields, image_topic, workers)
 
 
 def _frame(item: np.ndarray | BadFrame, stamp: int) -> np.ndarray:

@@ -22,7 +22,7 @@ import multiprocessing
 import os
 import signal
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -147,14 +147,15 @@ def default_workers() -> int:
 
 
 class SliceReader:
-    """``with SliceReader(workers, first_bag) as r:`` then ``r.summary(bag)`` and
-    ``r.read(specs)``, which yields the slices in order.
+    """``with SliceReader(workers, first_bag) as r:`` then, per bag, ``r.summary(bag)`` and
+    ``r.read(specs)``, which yields its slices in order.
 
     ``workers=0`` reads in this process. Workers fork when the reader opens, before this process
-    opens any bag, so no open file or database is shared with them; a worker opens each bag it is
-    given once, and keeps it open for that bag's next slices. Frames come back through a ring of
-    shared memory, one slot per slice in flight (sending them through the pool's pipe made the
-    whole conversion ~15% slower).
+    opens any bag, so no open file or database is shared with them; a worker keeps the last two
+    bags it was given open. Frames come back through a ring of shared memory, one slot per slice
+    in flight (sending them through the pool's pipe made the whole conversion ~15% slower).
+    Slices of the next bag start while the current bag's last ones are consumed (``then``), so
+    the workers do not wait at each bag boundary.
     """
 
     def __init__(
@@ -176,7 +177,14 @@ class SliceReader:
         # Twice a slice's frames: a camera that speeds up mid-bag still fits (else: the pipe).
         self._shape = (self._slots, 2 * SLICE_FRAMES, *frame_shape)
         self._ring: np.ndarray | None = None
-        self._early: dict[Path, Future[br.BagSummary]] = {}  # summaries asked for ahead
+        self._summaries: dict[Path, Future[br.BagSummary]] = {}
+        # Slice k (counted over the whole conversion) uses slot k % slots, and is submitted only
+        # once fewer than `slots` slices are unconsumed: a slot is never written while in use.
+        self._queue: deque[tuple[int, SliceSpec, Future[Slice]]] = deque()  # submitted
+        self._todo: deque[SliceSpec] = deque()  # accepted, not yet submitted
+        self._then: Callable[[], list[SliceSpec] | None] | None = None
+        self._count = 0
+        self._abandoned = False
 
     def __enter__(self) -> SliceReader:
         if self.workers:
@@ -209,46 +217,62 @@ class SliceReader:
             self._pool = None
         _close()
 
+    def ask_summary(self, path: Path) -> None:
+        """Have a worker read ``path``'s summary now, so that ``summary`` finds it ready."""
+        if self._pool is not None and path not in self._summaries:
+            self._summaries[path] = self._pool.submit(_summary, path, self.distro)
+
     def summary(self, path: Path) -> br.BagSummary:
         if self._pool is None:
             return _summary(path, self.distro)
-        future = self._early.pop(path, None) or self._pool.submit(_summary, path, self.distro)
-        return _result(future, path)
+        self.ask_summary(path)
+        return _result(self._summaries[path], path)
 
-    def read(self, specs: list[SliceSpec], then: Path | None = None) -> Iterator[Slice]:
-        """The slices of ``specs`` in order. ``then``: the bag to convert next, whose summary a
-        worker fetches once the last slice is handed out, so that it is ready when asked for."""
+    def read(
+        self, specs: list[SliceSpec], then: Callable[[], list[SliceSpec] | None] | None = None
+    ) -> Iterator[Slice]:
+        """The slices of ``specs`` in order. ``then``: called once all of them are handed out,
+        it returns the next bag's slices (None: wait), which the workers then start on; the next
+        ``read`` must be for exactly those."""
         if self._pool is None or self._ring is None:
             for spec in specs:
                 yield read_slice(_bag(spec.bag, spec.distro), spec)
             return
-        # Slice k uses slot k % slots; it is submitted only after slice k - slots was consumed
-        # (and its frames copied out), so a slot is never written while still being read.
-        pool, slots, ring = self._pool, self._slots, self._ring
-        queue: deque[tuple[int, Future[Slice]]] = deque()
-        pending = iter(enumerate(specs))
-
-        def submit_next() -> None:
-            item = next(pending, None)
-            if item is not None:
-                k, spec = item
-                queue.append((k, pool.submit(_read, spec, k % slots)))
-            elif then is not None and then not in self._early:
-                self._early[then] = pool.submit(_summary, then, self.distro)
-
+        accepted = [spec for _, spec, _ in self._queue] + list(self._todo)
+        if self._abandoned or accepted != specs[: len(accepted)]:
+            raise RuntimeError("SliceReader.read: not the slices started after the last bag")
+        self._todo.extend(specs[len(accepted) :])
+        self._then = then
+        ring, slots = self._ring, self._slots
+        done = False
         try:
-            for _ in range(slots):
-                submit_next()
-            while queue:
-                k, future = queue.popleft()
-                result = _result(future, specs[k].bag)
+            for spec in specs:
+                self._fill()
+                k, queued, future = self._queue.popleft()
+                assert queued == spec
+                result = _result(future, spec.bag)
                 if result.in_ring:
                     result.frames = ring[k % slots, : result.in_ring].copy()
-                submit_next()
+                self._fill()
                 yield result
+            done = True
         finally:
-            for _, future in queue:
-                future.cancel()
+            if not done:  # abandoned (an error downstream): the conversion stops
+                for _, _, future in self._queue:
+                    future.cancel()
+                self._abandoned = True  # slices still running may yet write their slots
+
+    def _fill(self) -> None:
+        assert self._pool is not None
+        while len(self._queue) < self._slots:
+            if not self._todo and self._then is not None:
+                then, self._then = self._then, None
+                self._todo.extend(then() or ())
+            if not self._todo:
+                return
+            spec = self._todo.popleft()
+            k, self._count = self._count, self._count + 1
+            self._queue.append((k, spec, self._pool.submit(_read, spec, k % self._slots)))
 
 
 def _result(future: Future[T], bag: Path) -> T:

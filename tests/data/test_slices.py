@@ -82,6 +82,26 @@ def test_slices_cover_the_bag_once_in_order(make_bag, monkeypatch) -> None:
     assert got == [(topic, t) for topic, t in every if topic in kinds]
 
 
+def test_the_next_bags_slices_start_before_its_read(make_bag, monkeypatch) -> None:
+    monkeypatch.setattr(slices, "SLICE_FRAMES", 2)
+    paths = [make_bag(f"b{i}", n=12)[0] for i in range(2)]
+    fields = dict(distro="jazzy", preprocessing=Preprocessing(), action_fields=None)
+
+    def specs(reader: slices.SliceReader, path) -> list[slices.SliceSpec]:
+        summary = reader.summary(path)
+        topics = {t: "image" for t, s in summary.topics.items() if "Image" in s.msgtype}
+        return slices.plan(summary, dict(bag=path, topics=topics, **fields), next(iter(topics)), 2)
+
+    with slices.SliceReader(2, paths[0]) as reader:
+        first, second = specs(reader, paths[0]), specs(reader, paths[1])
+        got = [len(p.frames) for p in reader.read(first, then=lambda: second)]
+        assert len(reader._queue) == reader._slots  # the second bag is being read already
+        with pytest.raises(RuntimeError, match="not the slices started"):
+            next(reader.read(first))  # what the workers are on is the second bag
+        got += [len(p.frames) for p in reader.read(second)]
+    assert sum(got) == 24 and len(got) == len(first) + len(second)
+
+
 def test_frames_that_do_not_fit_the_ring_come_back_whole(make_bag) -> None:
     path, spec = make_bag(n=6)
     p = Preprocessing(size=8)
