@@ -77,10 +77,12 @@ def plan(
     summary: br.BagSummary, spec: dict[str, Any], image_topic: str, workers: int
 ) -> list[SliceSpec]:
     """Cut the bag's time span into equal slices of at most about SLICE_FRAMES camera frames, in
-    a multiple of ``workers`` so that the last round keeps every worker busy."""
+    a multiple of ``workers`` so that the last round keeps every worker busy. A bag of one
+    slice's frames or fewer is one slice: a single worker opens it, the others go on with the
+    next bag."""
     workers = max(workers, 1)
     frames = summary.topics[image_topic].count
-    n = workers * max(1, -(-frames // (SLICE_FRAMES * workers)))
+    n = 1 if frames <= SLICE_FRAMES else workers * -(-frames // (SLICE_FRAMES * workers))
     start, stop = summary.start, summary.stop
     edges = [start + (stop - start) * i // n for i in range(n + 1)]
     return [
