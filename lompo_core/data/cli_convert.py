@@ -61,8 +61,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         metavar="N",
-        help="processes that read and decode the bags (default: one per core; 0: none, "
-        "everything in this process)",
+        help="processes that read and decode the bags (default: one per core, within a CPU quota; 0: "
+        "none, everything in this process)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

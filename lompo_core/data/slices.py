@@ -140,12 +140,34 @@ def read_slice(bag: br.Bag, spec: SliceSpec, ring: np.ndarray | None = None) -> 
 
 
 def default_workers() -> int:
-    """One worker per core this process may use (none on a single core: fork costs more)."""
+    """One worker per core this process may use (none on a single core: fork costs more).
+
+    A container's CPU quota (docker --cpus, a Kubernetes limit) counts: more workers than the
+    quota allows only contend (3 or 4 workers on 2 cores were slower than 2).
+    """
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
+    quota = cpu_quota()
+    if quota is not None:
+        cores = min(cores, max(1, int(quota)))
     return min(cores, MAX_WORKERS) if cores > 1 else 0
+
+
+def cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The CPUs a cgroup quota allows this process (v2 ``cpu.max``, or v1 ``cfs_quota_us``)."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+    except (OSError, ValueError):
+        return None
 
 
 class SliceReader:

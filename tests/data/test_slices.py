@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -140,3 +141,25 @@ def test_a_worker_that_dies_is_an_error_naming_the_bag(make_bag, tmp_path, monke
     with pytest.raises(LompoError, match=f"{path}: a worker process reading it died"):
         convert([path], tmp_path / "ds", ConvertConfig(), workers=2)
     assert [p.name for p in tmp_path.iterdir()] == ["bags"]
+
+
+def test_a_container_cpu_quota_caps_the_workers(tmp_path, monkeypatch) -> None:
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("150000 100000\n")  # docker --cpus 1.5
+    assert slices.cpu_quota(v2) == 1.5
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert slices.cpu_quota(v2) is None
+    v1 = tmp_path / "v1" / "cpu"
+    v1.mkdir(parents=True)
+    (v1 / "cpu.cfs_quota_us").write_text("-1\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    assert slices.cpu_quota(v1.parent) is None
+    (v1 / "cpu.cfs_quota_us").write_text("400000\n")
+    assert slices.cpu_quota(v1.parent) == 4.0
+    assert slices.cpu_quota(tmp_path / "none") is None
+    monkeypatch.setattr(slices, "cpu_quota", lambda: 1.5)
+    assert slices.default_workers() == 0  # one CPU's worth: no workers
+    monkeypatch.setattr(slices, "cpu_quota", lambda: None)
+    cores = min(len(os.sched_getaffinity(0)), slices.MAX_WORKERS)
+    assert slices.default_workers() == (cores if cores > 1 else 0)
