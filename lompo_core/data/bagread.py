@@ -310,30 +310,37 @@ class RawImage:
 _U32, _TWO_U32, _STAMP = struct.Struct("<I"), struct.Struct("<II"), struct.Struct("<iI")
 
 
+def _cdr_le(raw: Any) -> memoryview | None:
+    """The message's bytes if little-endian CDR (what ROS 2 records); None for rosbags to read."""
+    buf = memoryview(raw).cast("B")
+    return buf if len(buf) >= 4 and buf[0] == 0 and buf[1] == 1 else None
+
+
+def _cdr_string(buf: memoryview, pos: int) -> tuple[str, int]:
+    """The string at ``pos`` and the position after it (its length counts the closing NUL)."""
+    (n,) = _U32.unpack_from(buf, pos)
+    end = pos + 4 + n
+    if end > len(buf):
+        raise ValueError(f"string of {n} bytes runs past the message's {len(buf)}")
+    return bytes(buf[pos + 4 : end - 1 if n else end]).decode(), end
+
+
 def parse_image_cdr(raw: Any) -> RawImage | None:
     """A little-endian CDR sensor_msgs/msg/Image (what ROS 2 records), or None for another byte
     order (then rosbags deserialises it). rosbags' generated deserialiser spends ~50 us a frame on
     what is a fixed layout; reading its few header fields here takes ~5 us. The pixels stay a view
     of ``raw``. tests/data/test_bagread.py checks it against rosbags field by field.
     """
-    buf = memoryview(raw).cast("B")
-    if len(buf) < 4 or buf[0] != 0 or buf[1] != 1:
+    buf = _cdr_le(raw)
+    if buf is None:
         return None
-
-    def string(pos: int) -> tuple[str, int]:
-        (n,) = _U32.unpack_from(buf, pos)  # the length counts the terminating NUL
-        end = pos + 4 + n
-        if end > len(buf):
-            raise ValueError(f"string of {n} bytes runs past the message's {len(buf)}")
-        return bytes(buf[pos + 4 : end - 1 if n else end]).decode(), end
-
     # Fields align to their size counted from the end of the 4-byte encapsulation header, which
     # is itself 4-aligned: absolute positions align the same way.
     sec, nanosec = _STAMP.unpack_from(buf, 4)
-    frame_id, pos = string(12)
+    frame_id, pos = _cdr_string(buf, 12)
     pos = (pos + 3) & ~3
     height, width = _TWO_U32.unpack_from(buf, pos)
-    encoding, pos = string(pos + 8)
+    encoding, pos = _cdr_string(buf, pos + 8)
     is_bigendian = buf[pos]
     pos = (pos + 1 + 3) & ~3
     step, count = _TWO_U32.unpack_from(buf, pos)
@@ -375,11 +382,6 @@ class RawValue:
 _SIX_F64, _F32, _F64 = struct.Struct("<6d"), struct.Struct("<f"), struct.Struct("<d")
 
 
-def _cdr_le(raw: Any) -> memoryview | None:
-    buf = memoryview(raw).cast("B")
-    return buf if len(buf) >= 4 and buf[0] == 0 and buf[1] == 1 else None
-
-
 def _twist_at(buf: memoryview, pos: int) -> RawTwist:
     v = _SIX_F64.unpack_from(buf, pos)
     return RawTwist(_Vector3(*v[:3]), _Vector3(*v[3:]))
@@ -395,9 +397,8 @@ def parse_twist_stamped_cdr(raw: Any) -> RawTwistStamped | None:
     if buf is None:
         return None
     sec, nanosec = _STAMP.unpack_from(buf, 4)
-    (n,) = _U32.unpack_from(buf, 12)
-    frame_id = bytes(buf[16 : 16 + n - 1 if n else 16]).decode()
-    pos = 4 + ((12 + n + 7) & ~7)  # doubles align to 8 from the end of the 4-byte header
+    frame_id, pos = _cdr_string(buf, 12)
+    pos = 4 + ((pos - 4 + 7) & ~7)  # doubles align to 8 from the end of the 4-byte header
     return RawTwistStamped(_Header(_Stamp(sec, nanosec), frame_id), _twist_at(buf, pos))
 
 
