@@ -284,9 +284,8 @@ def _convert_bag(
         stamps += [e[2] for e in piece.events if e[0] == action_topic][: RATE_PROBE - len(stamps)]
         if len(stamps) >= RATE_PROBE:
             break
-    if rate is None:
-        rate = _rate(stamps, path, config)
-    bag_rate = _rate(stamps, path, config) if len(stamps) > 1 else rate
+    bag_rate = _rate(stamps, path, config) if rate is None or len(stamps) > 1 else rate
+    rate = bag_rate if rate is None else rate
     src.action_rate_hz = round(bag_rate, 6)
     if rate_source != "given" and abs(bag_rate - rate) > RATE_MISMATCH * rate:
         raise BagError(
