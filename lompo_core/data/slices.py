@@ -270,8 +270,8 @@ class SliceReader:
         ring, slots = self._ring, self._slots
         done = False
         try:
+            self._fill()
             for spec in specs:
-                self._fill()
                 k, queued, future = self._queue.popleft()
                 assert queued == spec
                 result = _result(future, spec.bag)
