@@ -1,4 +1,7 @@
-"""Reading robot bags with rosbags only (no ROS): discovery, fingerprints, topics and stamped events.
+"""Reading robot bags with rosbags (no ROS): discovery, fingerprints, topics and stamped events.
+
+rosbags opens and indexes every bag; only image messages in uncompressed mcap chunks are read
+past it, without its copies (``mcap_chunks``).
 
 Every failure of the reader (truncated file, corrupt database, unknown type, ...) becomes a
 BagError naming the bag and, where known, the topic, so the user knows which file to look at.
@@ -19,6 +22,7 @@ from typing import Any
 import numpy as np
 import xxhash
 
+from lompo_core.data import mcap_chunks
 from lompo_core.errors import BagError, LompoError
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -256,12 +260,21 @@ class Bag:
     def raw_messages(
         self, topics: list[str], start: int | None = None, stop: int | None = None
     ) -> Iterator[tuple[str, str, int, Any]]:
-        """(topic, msgtype, log time ns, raw bytes) in log-time order, logged in [start, stop)."""
-        conns = [c for c in self.reader.connections if c.topic in topics]
-        it = iter(self.reader.messages(connections=conns, start=start, stop=stop))
+        """(topic, msgtype, log time ns, raw) in rosbags' order, logged in [start, stop).
+
+        An image's raw may be a memoryview valid only until the next message is requested
+        (uncompressed mcap chunks are read without rosbags' copies: ``mcap_chunks``).
+        """
+        it = mcap_chunks.messages(self.reader, topics, start, stop)
+        if it is None:
+            conns = [c for c in self.reader.connections if c.topic in topics]
+            it = (
+                (c.topic, c.msgtype, t, raw)
+                for c, t, raw in self.reader.messages(connections=conns, start=start, stop=stop)
+            )
         while True:
             try:
-                conn, t, raw = next(it)
+                item = next(it)
             except StopIteration:
                 return
             except self._errors as exc:
@@ -269,7 +282,7 @@ class Bag:
                     f"{self.path}: the bag is truncated or corrupt, reading stopped "
                     f"({_describe(exc)})"
                 ) from exc
-            yield conn.topic, conn.msgtype, t, raw
+            yield item
 
     def deserialize(self, raw: Any, msgtype: str, topic: str) -> Any:
         try:
