@@ -212,8 +212,8 @@ class SliceReader:
 
     def __enter__(self) -> SliceReader:
         if self.workers:
-            # Import rosbags and build the typestore here, once: forked workers inherit them
-            # instead of each spending ~150 ms on it.
+            # Import rosbags here, once: forked workers inherit it instead of each spending
+            # ~110 ms on it.
             br.Bag(self._first or Path("."), self.distro)
             # Anonymous shared memory, mapped before the fork: nothing named to leak.
             memory = mmap.mmap(-1, int(np.prod(self._shape)))

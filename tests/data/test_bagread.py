@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,3 +120,32 @@ def test_fingerprint_names_a_recording_not_a_path(tmp_path) -> None:
                 data.append(0)
             (other / "rec_0.mcap").write_bytes(bytes(data))
         assert br.bag_fingerprint(other) != fp, change
+
+
+def test_a_bag_without_definitions_is_read_with_the_distributions(make_bag, tmp_path) -> None:
+    # Humble's sqlite3 recordings store no message definitions: rosbags then needs the
+    # distribution's. Building that store takes ~200 ms, so only such a bag builds it.
+    path, _ = make_bag(storage="sqlite3", distro="humble", reward="both", success_at=12)
+    bare = tmp_path / "bare"
+    shutil.copytree(path, bare)
+    db = sqlite3.connect(next(bare.glob("*.db3")))
+    with db:
+        db.execute("DELETE FROM message_definitions")
+    db.close()
+
+    def messages(bag_path: Path) -> tuple[br.BagSummary, list[tuple[str, int, str]]]:
+        with br.Bag(bag_path, "humble") as bag:
+            summary = bag.summary()
+            read = [
+                (topic, t, repr(bag.deserialize(raw, msgtype, topic)))
+                for topic, msgtype, t, raw in bag.raw_messages(list(summary.topics))
+            ]
+        return summary, read
+
+    m.typestore.cache_clear()
+    with_definitions = messages(path)
+    assert m.typestore.cache_info().currsize == 0  # the bag's own definitions were enough
+    without = messages(bare)
+    assert m.typestore.cache_info().currsize == 1
+    assert without[0].defined == with_definitions[0].defined
+    assert len(without[1]) > 20 and without[1] == with_definitions[1]
