@@ -1,9 +1,10 @@
 """Converter speed: frames/s for 640x480 rgb8 and jpeg bags against rosbags' own read+deserialise.
 
 The floor is rosbags' own cost: iterate the bag and deserialise every message, nothing else, in one
-process. ``lompo convert`` reads the same messages (Images through its own CDR fast path) in
-worker processes, one per core, and adds the bag fingerprint, stamp ordering, alignment, decoding,
-the area resize to 64x64 and writing the episodes; "1 process" is the same with ``workers=0``.
+process, best of N after one untimed run. ``lompo convert`` reads the same messages (uncompressed
+mcap chunks without rosbags' copies, Images through its own CDR parser) in worker processes, one
+per core, and adds the bag fingerprint, stamp ordering, alignment, decoding, the area resize to
+64x64 and writing the episodes into a new folder; "1 process" is the same with ``workers=0``.
 Target (issue 3): >= 70% of the floor for raw images. Figures: docs/convert.md.
 
     python benchmarks/convert_speed.py [--frames 600 3600] [--storage mcap] [--chunks none]
@@ -26,7 +27,7 @@ from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, W
 from lompo_core import messages as m
 from lompo_core.data.convert import convert
 from lompo_core.data.convert_config import ConvertConfig
-from lompo_core.data.slices import default_workers
+from lompo_core.data.slices import default_workers, keep_freed_memory
 
 RATE_HZ = 30.0
 
@@ -91,6 +92,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, help="convert's worker processes (default: per core)")
     args = ap.parse_args()
     cv2.setNumThreads(1)  # the workers are the parallelism; OpenCV's own threads would compete
+    # What `lompo convert` does for its own process. It makes the floor the faster one too: in a
+    # process that has not yet freed a large block, glibc hands memory back to the kernel after
+    # every frame, and rosbags read a sqlite3 bag 3-4x slower (docs/convert.md, "Speed").
+    keep_freed_memory()
     workers = default_workers() if args.workers is None else args.workers
     root = Path(tempfile.mkdtemp(prefix="convert_speed_"))
     try:
@@ -110,6 +115,7 @@ def main() -> None:
                 bag = root / f"{encoding}_{frames}"
                 size = write_bag(bag, frames, encoding, args.storage, args.chunks == "zstd")
                 out = root / f"ds_{encoding}"
+                floor(bag), ours(bag, out, workers)  # untimed: imports, page cache, allocator
                 # Interleaved, so that a slow spell of the machine hits all three alike.
                 runs = [
                     (floor(bag), ours(bag, out, workers), ours(bag, out, 0))

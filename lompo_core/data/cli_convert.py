@@ -95,7 +95,9 @@ def config_from_args(args: argparse.Namespace) -> ConvertConfig:
 
 def run(args: argparse.Namespace) -> int:
     from lompo_core.data.convert import convert
+    from lompo_core.data.slices import keep_freed_memory
 
+    keep_freed_memory()  # this process is the command's own (the workers do it themselves)
     report = convert(
         args.bags,
         args.out,

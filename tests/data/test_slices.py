@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -163,3 +165,28 @@ def test_a_container_cpu_quota_caps_the_workers(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(slices, "cpu_quota", lambda: None)
     cores = min(len(os.sched_getaffinity(0)), slices.MAX_WORKERS)
     assert slices.default_workers() == (cores if cores > 1 else 0)
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="glibc malloc on Linux")
+def test_workers_keep_freed_frames_mapped() -> None:
+    # Two frame-sized blocks alive at once, then freed (a message and its decoded array): by
+    # default glibc hands the heap's top back to the kernel every time, so every frame faults its
+    # pages in again (4 KiB each); after keep_freed_memory they are reused.
+    code = """
+import resource
+import numpy as np
+from lompo_core.data.slices import keep_freed_memory
+def faults():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(50):
+        message, frame = np.ones(921_651, np.uint8), np.ones(921_600, np.uint8)
+        del message, frame
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+default = faults()
+keep_freed_memory()
+faults()  # the blocks in use when the thresholds changed
+print(default, faults())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    default, kept = map(int, out.stdout.split())
+    assert default > 50 * 200 and kept < 50, (default, kept)
