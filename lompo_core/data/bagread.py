@@ -1,7 +1,7 @@
 """Reading robot bags with rosbags (no ROS): discovery, fingerprints, topics and stamped events.
 
-rosbags opens and indexes every bag; only image messages in uncompressed mcap chunks are read
-past it, without its copies (``mcap_chunks``).
+rosbags opens and indexes every bag; only the messages of uncompressed mcap chunks are read past
+it, the images without its copies (``mcap_chunks``).
 
 Every failure of the reader (truncated file, corrupt database, unknown type, ...) becomes a
 BagError naming the bag and, where known, the topic, so the user knows which file to look at.

@@ -1,4 +1,4 @@
-"""Camera frames straight out of uncompressed mcap chunks, the one read that is not left to rosbags.
+"""Messages straight out of uncompressed mcap chunks: the one read that is not left to rosbags.
 
 ``ros2 bag record -s mcap`` writes uncompressed chunks by default. rosbags reads each message
 out of such a chunk with three copies (the chunk from the file, the record from the chunk, the
@@ -51,11 +51,11 @@ def messages(
     return None if plan is None else _read(plan, start, stop)
 
 
-_Plan = list[tuple[int, list[Any], dict[int, tuple[str, str]]]]
+# Per storage file: descriptor, size, the chunks to read in order, channel -> (topic, type).
+_Plan = list[tuple[int, int, list[Any], dict[int, tuple[str, str]]]]
 
 
 def _plan(reader: Any, topics: set[str], start: int | None, stop: int | None) -> _Plan | None:
-    """Per storage file: its descriptor, the chunks to read in order, channel -> (topic, type)."""
     from rosbags.rosbag2 import Reader as Reader2
     from rosbags.rosbag2.reader import DirectoryReader
     from rosbags.rosbag2.storage_mcap import McapReader
@@ -93,7 +93,8 @@ def _plan(reader: Any, topics: set[str], start: int | None, stop: int | None) ->
             for a, b in itertools.pairwise(chunks)
         ):
             return None
-        plan.append((storage.bio.fileno(), chunks, channels))
+        fd = storage.bio.fileno()
+        plan.append((fd, os.fstat(fd).st_size, chunks, channels))
     return plan
 
 
@@ -101,18 +102,23 @@ def _read(
     plan: _Plan, start: int | None, stop: int | None
 ) -> Iterator[tuple[str, str, int, bytes | memoryview]]:
     buf = bytearray()
-    for fd, chunks, channels in plan:
+    for fd, file_size, chunks, channels in plan:
         for chunk in chunks:
             lo = chunk.message_start_time if start is None else start
             hi = chunk.message_end_time + 1 if stop is None else stop
             size = chunk.uncompressed_size
             need = _CHUNK_TAIL.size + size
+            # The chunk record: op, length, start, end, uncompressed size, then what is read.
+            offset = chunk.chunk_start_offset + 9 + 24
+            if offset + need > file_size:  # a damaged index: refuse before allocating for it
+                raise ChunkError(
+                    f"chunk at byte {chunk.chunk_start_offset} runs past the end of the file"
+                )
             if len(buf) < need:
                 # A new buffer, not a resize: a view the consumer still holds keeps the old one.
                 buf = bytearray(need)
             view = memoryview(buf)[:need]
-            # The chunk record: op, length, start, end, uncompressed size, then what is read.
-            got = os.preadv(fd, [view], chunk.chunk_start_offset + 9 + 24)
+            got = os.preadv(fd, [view], offset)
             if got != need:
                 raise ChunkError(
                     f"chunk at byte {chunk.chunk_start_offset} is cut short ({got} of {need} bytes)"

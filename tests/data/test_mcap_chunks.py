@@ -168,3 +168,18 @@ def test_a_chunk_checksum_is_checked(tmp_path) -> None:
         assert _ours(reader, [m.IMAGE_TOPIC]) == _rosbags(reader, [m.IMAGE_TOPIC])
     _patch(mcap, chunk.chunk_start_offset + 9 + 24, struct.pack("<I", crc ^ 1))
     _refused(tmp_path / "bag", r"bag.*truncated or corrupt.*checksum mismatch")
+
+
+def test_a_chunk_index_past_the_end_of_the_file_is_a_bag_error(tmp_path) -> None:
+    # The summary's chunk index claims an uncompressed size of 1 PiB: refused by name, not read.
+    _write(tmp_path / "bag", [10**9 + k for k in range(4)])
+    mcap, chunk = _chunk(tmp_path / "bag", 0)
+    data = mcap.read_bytes()
+    key = struct.pack(
+        "<QQQ", chunk.message_start_time, chunk.message_end_time, chunk.chunk_start_offset
+    )
+    at = data.index(key, chunk.chunk_start_offset + chunk.chunk_length)  # the index record
+    (length,) = struct.unpack_from("<Q", data, at - 8)
+    _patch(mcap, at + length - 8, struct.pack("<Q", 2**50))  # its last field
+    assert _chunk(tmp_path / "bag", 0)[1].uncompressed_size == 2**50
+    _refused(tmp_path / "bag", r"bag.*truncated or corrupt.*runs past the end of the file")
