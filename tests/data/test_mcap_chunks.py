@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
 
@@ -183,3 +184,30 @@ def test_a_chunk_index_past_the_end_of_the_file_is_a_bag_error(tmp_path) -> None
     _patch(mcap, at + length - 8, struct.pack("<Q", 2**50))  # its last field
     assert _chunk(tmp_path / "bag", 0)[1].uncompressed_size == 2**50
     _refused(tmp_path / "bag", r"bag.*truncated or corrupt.*runs past the end of the file")
+
+
+def test_a_bag_split_over_several_files(tmp_path) -> None:
+    # `ros2 bag record --max-bag-size` splits a recording: one folder, files read in turn.
+    parts = [[10**9 + k * 10**8 for k in range(5)], [2 * 10**9 + k * 10**8 for k in range(4)]]
+    split = tmp_path / "split"
+    split.mkdir()
+    files = []
+    for i, times in enumerate(parts):
+        _write(tmp_path / f"part{i}", times)
+        (tmp_path / f"part{i}" / f"part{i}.mcap").rename(split / f"part{i}.mcap")
+        meta = yaml.safe_load((tmp_path / f"part{i}" / "metadata.yaml").read_text())
+        files.append(meta["rosbag2_bagfile_information"])
+    info = files[0]
+    info["relative_file_paths"] = [f"part{i}.mcap" for i in range(len(parts))]
+    info["files"] = [f["files"][0] for f in files]
+    info["message_count"] = sum(f["message_count"] for f in files)
+    info["topics_with_message_count"][0]["message_count"] = info["message_count"]
+    info["duration"]["nanoseconds"] = parts[-1][-1] - parts[0][0]
+    (split / "metadata.yaml").write_text(yaml.safe_dump({"rosbag2_bagfile_information": info}))
+    with AnyReader([split]) as reader:
+        assert len(reader.readers[0].storage.storages) == 2
+        every = _rosbags(reader, [m.IMAGE_TOPIC])
+        assert [t for _, _, t, _ in every] == parts[0] + parts[1]
+        assert _ours(reader, [m.IMAGE_TOPIC]) == every
+        window = (parts[0][3], parts[1][2])  # across the file boundary
+        assert _ours(reader, [m.IMAGE_TOPIC], *window) == _rosbags(reader, [m.IMAGE_TOPIC], *window)
