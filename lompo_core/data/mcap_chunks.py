@@ -60,6 +60,8 @@ def _plan(reader: Any, topics: set[str], start: int | None, stop: int | None) ->
     from rosbags.rosbag2.reader import DirectoryReader
     from rosbags.rosbag2.storage_mcap import McapReader
 
+    if not hasattr(os, "preadv"):  # not Linux or BSD: rosbags reads
+        return None
     if len(reader.readers) != 1 or not isinstance(reader.readers[0], Reader2):
         return None
     bag = reader.readers[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -211,3 +212,12 @@ def test_a_bag_split_over_several_files(tmp_path) -> None:
         assert _ours(reader, [m.IMAGE_TOPIC]) == every
         window = (parts[0][3], parts[1][2])  # across the file boundary
         assert _ours(reader, [m.IMAGE_TOPIC], *window) == _rosbags(reader, [m.IMAGE_TOPIC], *window)
+
+
+def test_without_preadv_rosbags_reads(make_bag, monkeypatch) -> None:
+    path, _ = make_bag()
+    monkeypatch.delattr(os, "preadv")  # Windows, older macOS
+    with AnyReader([path]) as reader:
+        assert mcap_chunks.messages(reader, list(reader.topics)) is None
+    with br.Bag(path) as bag:
+        assert len(list(bag.raw_messages([m.IMAGE_TOPIC]))) == 20
