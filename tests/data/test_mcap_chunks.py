@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 import zlib
@@ -17,6 +18,8 @@ from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, W
 from lompo_core import messages as m
 from lompo_core.data import bagread as br
 from lompo_core.data import mcap_chunks
+from lompo_core.data.convert import convert
+from lompo_core.data.convert_config import ConvertConfig
 from lompo_core.errors import BagError
 
 # Frames of 320x240 rgb8 (230 KB): rosbags closes a chunk past 1 MiB, so these bags hold many
@@ -221,3 +224,19 @@ def test_without_preadv_rosbags_reads(make_bag, monkeypatch) -> None:
         assert mcap_chunks.messages(reader, list(reader.topics)) is None
     with br.Bag(path) as bag:
         assert len(list(bag.raw_messages([m.IMAGE_TOPIC]))) == 20
+
+
+def test_lompo_collect_bags_convert_to_the_same_dataset_through_rosbags(
+    collect_bags, tmp_path, monkeypatch
+) -> None:
+    # End to end on real recordings (one mcap, one sqlite3): the dataset does not depend on who
+    # read the chunks.
+    mcap = next(p.parent for p in collect_bags.rglob("*.mcap"))
+    with AnyReader([mcap]) as reader:
+        assert mcap_chunks.messages(reader, list(reader.topics)) is not None
+    direct = convert([collect_bags], tmp_path / "direct", ConvertConfig(), workers=0)
+    monkeypatch.setattr(mcap_chunks, "messages", lambda *args: None)
+    through = convert([collect_bags], tmp_path / "rosbags", ConvertConfig(), workers=0)
+    assert direct.steps == through.steps > 0
+    meta = [json.loads((tmp_path / d / "meta.json").read_text()) for d in ("direct", "rosbags")]
+    assert meta[0]["content_hash"] == meta[1]["content_hash"]
