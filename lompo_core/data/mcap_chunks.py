@@ -110,43 +110,38 @@ def _read(
             hi = chunk.message_end_time + 1 if stop is None else stop
             size = chunk.uncompressed_size
             need = _CHUNK_TAIL.size + size
+            where = f"chunk at byte {chunk.chunk_start_offset}"
             # The chunk record: op, length, start, end, uncompressed size, then what is read.
             offset = chunk.chunk_start_offset + 9 + 24
             if offset + need > file_size:  # a damaged index: refuse before allocating for it
-                raise ChunkError(
-                    f"chunk at byte {chunk.chunk_start_offset} runs past the end of the file"
-                )
+                raise ChunkError(f"{where} runs past the end of the file")
             if len(buf) < need:
                 # A new buffer, not a resize: a view the consumer still holds keeps the old one.
                 buf = bytearray(need)
             view = memoryview(buf)[:need]
             got = os.preadv(fd, [view], offset)
             if got != need:
-                raise ChunkError(
-                    f"chunk at byte {chunk.chunk_start_offset} is cut short ({got} of {need} bytes)"
-                )
+                raise ChunkError(f"{where} is cut short ({got} of {need} bytes)")
             crc, name_len, records_size = _CHUNK_TAIL.unpack_from(view)
             if name_len != 0 or records_size != size:
-                raise ChunkError(
-                    f"chunk at byte {chunk.chunk_start_offset} does not match the index"
-                )
+                raise ChunkError(f"{where} does not match the index")
             records = view[_CHUNK_TAIL.size :]
             if crc and zlib.crc32(records) != crc:
-                raise ChunkError(f"chunk at byte {chunk.chunk_start_offset}: checksum mismatch")
+                raise ChunkError(f"{where}: checksum mismatch")
             found = []
             pos = 0
             while pos < size:
                 if pos + _RECORD.size > size:
-                    raise ChunkError(f"chunk at byte {chunk.chunk_start_offset}: record cut")
+                    raise ChunkError(f"{where}: record cut")
                 op, length = _RECORD.unpack_from(records, pos)
                 body = pos + _RECORD.size
                 pos = body + length
                 if pos > size:
-                    raise ChunkError(f"chunk at byte {chunk.chunk_start_offset}: record cut")
+                    raise ChunkError(f"{where}: record cut")
                 if op != _MESSAGE_OP:
                     continue
                 if length < _MESSAGE.size:
-                    raise ChunkError(f"chunk at byte {chunk.chunk_start_offset}: message cut")
+                    raise ChunkError(f"{where}: message cut")
                 channel, _, t, _ = _MESSAGE.unpack_from(records, body)
                 if lo <= t < hi and channel in channels:
                     found.append((t, body + _MESSAGE.size, pos, channel))
