@@ -14,6 +14,7 @@ from rosbags.highlevel import AnyReader
 from lompo_core import cli
 from lompo_core import messages as m
 from lompo_core.data import bagread as br
+from lompo_core.data import slices
 from lompo_core.data.convert import convert
 from lompo_core.data.convert_config import ActionSpec, ConvertConfig
 from lompo_core.data.dataset import EpisodeDataset, file_sha256
@@ -129,6 +130,23 @@ def test_command_stamped_with_its_image_stamp_counts_for_the_next_image(make_bag
     path, spec = make_bag(command_stamp="image")
     convert([path], tmp_path / "ds", ConvertConfig())
     assert_aligned(episodes(tmp_path / "ds")[0])
+
+
+@pytest.mark.parametrize("block", [7, 1024], ids=["across blocks", "one block"])
+@pytest.mark.parametrize("workers", [0, 2])
+def test_episodes_of_a_bag_come_out_whole_from_its_frame_rows(
+    make_bag, tmp_path, monkeypatch, workers, block
+) -> None:
+    # Slices of 3 frames in blocks of 7 rows: episodes copied together from several blocks; in
+    # one block, each episode's images are a view of it while the next episode fills it.
+    monkeypatch.setattr(slices, "SLICE_FRAMES", 3)
+    monkeypatch.setattr(slices, "BLOCK_FRAMES", block)
+    path, _ = make_bag(n=20)
+    convert([path], tmp_path / "ds", ConvertConfig(max_length=8), workers=workers)
+    eps = episodes(tmp_path / "ds")
+    assert [len(ep["image"]) for ep in eps] == [8, 8, 4]
+    for i, ep in enumerate(eps):
+        assert_aligned(ep, first_frame=8 * i)
 
 
 def test_faster_camera_is_resampled_at_the_inferred_control_rate(make_bag, tmp_path) -> None:

@@ -123,6 +123,14 @@ def test_frames_that_do_not_fit_the_ring_come_back_whole(make_bag) -> None:
     assert fits.camera == (spec.width, spec.height, "rgb8")
 
 
+def test_frame_rows_are_handed_out_in_order_from_blocks() -> None:
+    rows = slices.FrameRows((2, 2, 3), block=5)
+    a, b, c, big = rows.take(3), rows.take(2), rows.take(2), rows.take(7)
+    assert [len(x) for x in (a, b, c, big)] == [3, 2, 2, 7]
+    assert b.base is a.base and b.ctypes.data == a.ctypes.data + a.nbytes  # the next rows
+    assert c.base is not a.base and big.base is not c.base  # full: a new block, as big as asked
+
+
 def test_worker_count_is_checked_and_defaults_to_the_cores(make_bag, tmp_path) -> None:
     path, _ = make_bag()
     with pytest.raises(LompoError, match="--workers must be 0 or more"):
