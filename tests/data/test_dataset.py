@@ -1,10 +1,19 @@
-"""dataset.write_dataset: episodes in memory become a folder that EpisodeDataset reads back."""
+"""dataset: episodes in memory become files and folders that read back as they were."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from lompo_core.data.dataset import EpisodeDataset, content_hash, file_sha256, write_dataset
+from lompo_core.data import dataset
+from lompo_core.data.dataset import (
+    EpisodeDataset,
+    content_hash,
+    file_sha256,
+    load_episode,
+    save_episode,
+    write_dataset,
+)
 
 
 def episode(length: int, success: bool) -> dict[str, np.ndarray]:
@@ -39,3 +48,19 @@ def test_write_dataset_round_trip(tmp_path) -> None:
     assert [r["sha256"] for r in records] == hashes
     assert ds.meta["content_hash"] == content_hash(hashes)
     np.testing.assert_array_equal(ds.load(1)["image"], np.full((7, 64, 64, 3), 7, np.uint8))
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["stored", "deflated"])
+@pytest.mark.parametrize("big", [1 << 20, 64], ids=["images split", "every member split"])
+def test_save_episode_returns_the_hash_of_the_file_it_wrote(tmp_path, monkeypatch, compress, big):
+    # Writes from BIG_WRITE bytes go to the file by two threads and are hashed by a third.
+    monkeypatch.setattr(dataset, "BIG_WRITE", big)
+    ep = episode(200, True)  # 2.4 MB of images
+    ep["image"] = np.random.default_rng(0).integers(0, 256, ep["image"].shape, np.uint8)
+    ep["action"] = np.random.default_rng(1).normal(size=(200, 2)).astype(np.float32)
+    path = tmp_path / "ep.npz"
+    assert save_episode(path, ep, compress=compress) == file_sha256(path)
+    back = load_episode(path)
+    for key in ep:
+        np.testing.assert_array_equal(back[key], ep[key], err_msg=key)
+    assert [p.name for p in tmp_path.iterdir()] == ["ep.npz"]  # no temporary file left
