@@ -1,4 +1,4 @@
-"""bagread: the fast Image reader against rosbags, and the bag fingerprint that --append uses."""
+"""bagread: the fast CDR readers against rosbags, what opening a bag costs, and the bag fingerprint."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bagfactory import BagSpec, image_message
+from rosbags.highlevel import AnyReader
 
 from lompo_core import messages as m
 from lompo_core.data import bagread as br
@@ -149,3 +150,45 @@ def test_a_bag_without_definitions_is_read_with_the_distributions(make_bag, tmp_
     assert m.typestore.cache_info().currsize == 1
     assert without[0].defined == with_definitions[0].defined
     assert len(without[1]) > 20 and without[1] == with_definitions[1]
+
+
+@pytest.fixture
+def store_opens(monkeypatch) -> list[Path]:
+    """The bags that rosbags' AnyReader (and so its message store) is opened for."""
+    opened: list[Path] = []
+
+    def counted(paths, **kw):
+        opened.extend(paths)
+        return AnyReader(paths, **kw)
+
+    monkeypatch.setattr("rosbags.highlevel.AnyReader", counted)
+    return opened
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_a_rosbag2_bag_of_types_read_from_cdr_needs_no_message_store(
+    make_bag, store_opens, storage
+) -> None:
+    # rosbags' AnyReader parses and generates every stored definition at each open: half of
+    # opening a bag. Images, twists, rewards and success flags never need it.
+    path, _ = make_bag(storage=storage, reward="both", success_at=12)
+    with br.Bag(path) as bag:
+        summary = bag.summary()
+        assert {m.IMAGE_TYPE, m.TWIST_STAMPED_TYPE} <= summary.defined
+        read = [
+            bag.deserialize(raw, msgtype, topic)
+            for topic, msgtype, _, raw in bag.raw_messages(list(summary.topics))
+        ]
+    assert len(read) > 40 and store_opens == []
+
+
+def test_another_type_opens_rosbags_message_store_once(make_bag, store_opens) -> None:
+    path, _ = make_bag(encoding="jpeg", action="Float64MultiArray")
+    slow = [m.IMAGE_TOPIC, m.COMMAND_TOPIC]  # CompressedImage, Float64MultiArray
+    with br.Bag(path) as bag:
+        read = [bag.deserialize(raw, msgtype, t) for t, msgtype, _, raw in bag.raw_messages(slow)]
+    assert store_opens == [path]
+    with AnyReader([path]) as reader:
+        conns = [c for c in reader.connections if c.topic in slow]
+        want = [reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages(conns)]
+    assert len(read) > 30 and [repr(x) for x in read] == [repr(x) for x in want]
