@@ -1,7 +1,8 @@
 """Reading robot bags with rosbags (no ROS): discovery, fingerprints, topics and stamped events.
 
-rosbags opens and indexes every bag; only the messages of uncompressed mcap chunks are read past
-it, the images without its copies (``mcap_chunks``).
+rosbags opens and indexes every bag (ROS 1 through its AnyReader, rosbag2 through its rosbag2
+Reader, with AnyReader's message store only where a message needs it); only the messages of
+uncompressed mcap chunks are read past it, the images without its copies (``mcap_chunks``).
 
 Every failure of the reader (truncated file, corrupt database, unknown type, ...) becomes a
 BagError naming the bag and, where known, the topic, so the user knows which file to look at.
@@ -485,6 +486,32 @@ def parse_image_cdr(raw: Any) -> RawImage | None:
 
 
 @dataclass(frozen=True, slots=True)
+class RawCompressedImage:
+    """A sensor_msgs/msg/CompressedImage read straight from its CDR bytes; ``data`` is a view."""
+
+    header: _Header
+    format: str
+    data: np.ndarray
+
+
+def parse_compressed_image_cdr(raw: Any) -> RawCompressedImage | None:
+    """Like ``parse_image_cdr``, for a jpeg or png frame: header, format, then the bytes."""
+    buf = _cdr_le(raw)
+    if buf is None:
+        return None
+    sec, nanosec = _STAMP.unpack_from(buf, 4)
+    frame_id, pos = _cdr_string(buf, 12)
+    fmt, pos = _cdr_string(buf, (pos + 3) & ~3)
+    pos = (pos + 3) & ~3
+    (count,) = _U32.unpack_from(buf, pos)
+    pos += 4
+    if pos + count > len(buf):
+        raise ValueError(f"image data of {count} bytes runs past the message's {len(buf)}")
+    data = np.frombuffer(buf, np.uint8, count, pos)
+    return RawCompressedImage(_Header(_Stamp(sec, nanosec), frame_id), fmt, data)
+
+
+@dataclass(frozen=True, slots=True)
 class _Vector3:
     x: float
     y: float
@@ -548,6 +575,7 @@ def _scalar_parser(codec: struct.Struct, kind: type) -> Any:
 # every parser against rosbags.
 _FAST_CDR: dict[str, Any] = {
     IMAGE_TYPES[0]: parse_image_cdr,
+    IMAGE_TYPES[1]: parse_compressed_image_cdr,
     TWIST_TYPES[0]: parse_twist_stamped_cdr,
     TWIST_TYPES[1]: parse_twist_cdr,
     REWARD_TYPES[0]: _scalar_parser(_F32, float),
