@@ -560,6 +560,38 @@ def parse_twist_stamped_cdr(raw: Any) -> RawTwistStamped | None:
     return RawTwistStamped(_Header(_Stamp(sec, nanosec), frame_id), _twist_at(buf, pos))
 
 
+@dataclass(frozen=True, slots=True)
+class RawArray:
+    """std_msgs Float32MultiArray or Float64MultiArray: the values (a view; the layout, which no
+    action reads, is skipped)."""
+
+    data: np.ndarray
+
+
+def _array_parser(dtype: type) -> Any:
+    size = np.dtype(dtype).itemsize
+
+    def parse(raw: Any) -> RawArray | None:
+        buf = _cdr_le(raw)
+        if buf is None:
+            return None
+        (dims,) = _U32.unpack_from(buf, 4)
+        pos = 8
+        for _ in range(dims):  # label, then size and stride
+            _, pos = _cdr_string(buf, pos)
+            pos = ((pos + 3) & ~3) + 8
+        pos = ((pos + 3) & ~3) + 4  # data_offset
+        (count,) = _U32.unpack_from(buf, pos)
+        if not count:  # no values, no padding before them
+            return RawArray(np.zeros(0, dtype))
+        pos = 4 + ((pos + size - 1) & ~(size - 1))  # aligned from the header's end (pos + 4 - 4)
+        if pos + count * size > len(buf):
+            raise ValueError(f"{count} values run past the message's {len(buf)} bytes")
+        return RawArray(np.frombuffer(buf, dtype, count, pos))
+
+    return parse
+
+
 def _scalar_parser(codec: struct.Struct, kind: type) -> Any:
     def parse(raw: Any) -> RawValue | None:
         buf = _cdr_le(raw)
@@ -581,6 +613,8 @@ _FAST_CDR: dict[str, Any] = {
     REWARD_TYPES[0]: _scalar_parser(_F32, float),
     REWARD_TYPES[1]: _scalar_parser(_F64, float),
     SUCCESS_TYPES[0]: _scalar_parser(struct.Struct("<B"), bool),
+    ARRAY_TYPES[0]: _array_parser(np.float64),
+    ARRAY_TYPES[1]: _array_parser(np.float32),
 }
 
 
