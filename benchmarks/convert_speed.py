@@ -8,10 +8,12 @@ episodes into a new folder; "1 process" is the same with ``workers=0``. After on
 three are timed in turn N times: frames/s are the best of N; "ratio" is the best floor over the
 best conversion, "paired" the median over the N repeats of floor over conversion, each pair run
 back to back (steadier on a machine whose speed drifts).
+With ``--bags N`` each length is recorded as N bags of equal length in one folder (a session
+recorded episode by episode), converted together; the floor reads them one after the other.
 Target (issue 3): >= 70% of the floor for raw images. Figures: docs/convert.md.
 
     python benchmarks/convert_speed.py [--frames 600 3600] [--storage mcap] [--chunks none]
-        [--repeats 5]
+        [--repeats 5] [--bags 1]
 """
 
 from __future__ import annotations
@@ -69,11 +71,14 @@ def write_bag(path: Path, frames: int, encoding: str, storage: str, zstd: bool =
 
 
 def floor(path: Path) -> float:
-    """Seconds for rosbags to read and deserialise every message of the bag."""
+    """Seconds for rosbags to read and deserialise every message of the bag (or of the bags in
+    the folder ``path``, one after the other)."""
+    bags = [path] if (path / "metadata.yaml").exists() else sorted(path.iterdir())
     start = time.perf_counter()
-    with AnyReader([path]) as reader:
-        for conn, _, raw in reader.messages():
-            reader.deserialize(raw, conn.msgtype)
+    for bag in bags:
+        with AnyReader([bag]) as reader:
+            for conn, _, raw in reader.messages():
+                reader.deserialize(raw, conn.msgtype)
     return time.perf_counter() - start
 
 
@@ -94,7 +99,10 @@ def main() -> None:
     )
     ap.add_argument("--repeats", type=int, default=3, help="best of N (the machine is shared)")
     ap.add_argument("--workers", type=int, help="convert's worker processes (default: per core)")
+    ap.add_argument("--bags", type=int, default=1, help="record each length as N bags")
     args = ap.parse_args()
+    if args.bags < 1 or any(f % args.bags for f in args.frames):
+        ap.error(f"--bags {args.bags} must divide every --frames length {args.frames}")
     cv2.setNumThreads(1)  # the workers are the parallelism; OpenCV's own threads would compete
     # What `lompo convert` does for its own process. It makes the floor the faster one too: in a
     # process that has not yet freed a large block, glibc hands memory back to the kernel after
@@ -106,8 +114,9 @@ def main() -> None:
         chunks = ""
         if args.storage == "mcap":
             chunks = " (zstd chunks)" if args.chunks == "zstd" else " (uncompressed chunks)"
+        bags = f", {args.bags} bags each" if args.bags > 1 else ""
         print(
-            f"640x480, {args.storage}{chunks}, best of {args.repeats}; "
+            f"640x480, {args.storage}{chunks}{bags}, best of {args.repeats}; "
             f"convert with {workers} workers"
         )
         print(
@@ -117,7 +126,17 @@ def main() -> None:
         for frames in args.frames:
             for encoding in ("rgb8", "jpeg"):
                 bag = root / f"{encoding}_{frames}"
-                size = write_bag(bag, frames, encoding, args.storage, args.chunks == "zstd")
+                zstd = args.chunks == "zstd"
+                if args.bags == 1:
+                    size = write_bag(bag, frames, encoding, args.storage, zstd)
+                else:
+                    bag.mkdir()
+                    size = sum(
+                        write_bag(
+                            bag / f"{i:04d}", frames // args.bags, encoding, args.storage, zstd
+                        )
+                        for i in range(args.bags)
+                    )
                 out = root / f"ds_{encoding}"
                 # Untimed first: imports, the page cache, the allocator.
                 floor(bag)
