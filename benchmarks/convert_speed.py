@@ -9,7 +9,10 @@ three are timed in turn N times: frames/s are the best of N; "ratio" is the best
 best conversion, "paired" the median over the N repeats of floor over conversion, each pair run
 back to back (steadier on a machine whose speed drifts).
 With ``--bags N`` each length is recorded as N bags of equal length in one folder (a session
-recorded episode by episode), converted together; the floor reads them one after the other.
+recorded episode by episode), converted together; the floor opens and reads them one after the
+other with AnyReader, which parses each bag's stored definitions at every open (the converter does
+not need them: docs/convert.md, "Opening a bag"), so with many short bags the ratio says more about
+opening than reading.
 Target (issue 3): >= 70% of the floor for raw images. Figures: docs/convert.md.
 
     python benchmarks/convert_speed.py [--frames 600 3600] [--storage mcap] [--chunks none]
@@ -101,7 +104,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, help="convert's worker processes (default: per core)")
     ap.add_argument("--bags", type=int, default=1, help="record each length as N bags")
     args = ap.parse_args()
-    if args.bags < 1 or any(f % args.bags for f in args.frames):
+    if args.bags < 1:
+        ap.error(f"--bags must be 1 or more, got {args.bags}")
+    if any(f % args.bags for f in args.frames):
         ap.error(f"--bags {args.bags} must divide every --frames length {args.frames}")
     cv2.setNumThreads(1)  # the workers are the parallelism; OpenCV's own threads would compete
     # What `lompo convert` does for its own process. It makes the floor the faster one too: in a

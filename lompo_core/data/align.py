@@ -224,10 +224,14 @@ def stack_frames(frames: list[np.ndarray]) -> np.ndarray:
         and rows.dtype == first.dtype
         and rows.shape[1:] == first.shape
     ):
-        size, start = first.nbytes, first.ctypes.data
+        size, start, strides = first.nbytes, first.ctypes.data, rows.strides[1:]
         row, misaligned = divmod(start - rows.ctypes.data, size)
         if not misaligned and all(
-            f.base is rows and f.ctypes.data == start + i * size for i, f in enumerate(frames)
+            f.base is rows
+            and f.ctypes.data == start + i * size
+            and f.shape == first.shape
+            and f.strides == strides
+            for i, f in enumerate(frames)
         ):
             return rows[row : row + len(frames)]
     return np.stack(frames)

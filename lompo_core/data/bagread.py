@@ -287,9 +287,9 @@ class _Rosbag2Reader:
         if self._store is None:
             from rosbags.highlevel import AnyReader
 
+            assert self.stack is not None, "the bag is not open"
             store = AnyReader([self.path], default_typestore=self.default)
             store.open()
-            assert self.stack is not None
             self.stack.callback(store.close)
             self._store = store
         return self._store.typestore
@@ -298,8 +298,9 @@ class _Rosbag2Reader:
         return self.typestore.deserialize_cdr(raw, msgtype)
 
     def defined(self, msgtypes: set[str]) -> set[str]:
-        """Those of ``msgtypes`` that AnyReader's store would define: the bag's own definitions
-        (or, for a bag that stores none, the distribution's)."""
+        """Those of ``msgtypes`` that the bag defines: a type with a stored definition of its
+        own (not parsed here), one that AnyReader's store finds inside another's definition, or,
+        for a bag that stores none, the distribution's."""
         from rosbags.interfaces import MessageDefinitionFormat
 
         stored = {

@@ -1,4 +1,4 @@
-"""bagread: the fast CDR readers against rosbags, what opening a bag costs, and the bag fingerprint."""
+"""bagread: the CDR readers against rosbags, what opening a bag costs, the bag fingerprint."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from lompo_core import messages as m
 from lompo_core.data import bagread as br
 from lompo_core.data.preprocess import decode_image
+from lompo_core.errors import BagError
 
 TS = m.typestore("jazzy")
 FIELDS = ("height", "width", "encoding", "is_bigendian", "step")
@@ -212,18 +213,30 @@ def store_opens(monkeypatch) -> list[Path]:
     return opened
 
 
-@pytest.mark.parametrize("encoding", ["rgb8", "jpeg"])
+@pytest.mark.parametrize(
+    ("encoding", "action"),
+    [
+        ("rgb8", "TwistStamped"),
+        ("jpeg", "Twist"),
+        ("rgb8", "Float64MultiArray"),
+        ("png", "Float32MultiArray"),
+    ],
+)
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
 def test_a_rosbag2_bag_of_types_read_from_cdr_needs_no_message_store(
-    make_bag, store_opens, storage, encoding
+    make_bag, store_opens, storage, encoding, action
 ) -> None:
     # rosbags' AnyReader parses and generates every stored definition at each open: half of
-    # opening a bag. Images, twists, rewards and success flags never need it.
-    path, _ = make_bag(storage=storage, encoding=encoding, reward="both", success_at=12)
+    # opening a bag. Images, commands, rewards and success flags never need it.
+    path, _ = make_bag(
+        storage=storage, encoding=encoding, action=action, reward="both", success_at=12
+    )
     with br.Bag(path) as bag:
         summary = bag.summary()
-        image = m.COMPRESSED_IMAGE_TYPE if encoding == "jpeg" else m.IMAGE_TYPE
-        assert {image, m.TWIST_STAMPED_TYPE} <= summary.defined
+        image = m.IMAGE_TYPE if encoding == "rgb8" else m.COMPRESSED_IMAGE_TYPE
+        assert {image, f"{'std' if 'Array' in action else 'geometry'}_msgs/msg/{action}"} <= (
+            summary.defined
+        )
         read = [
             bag.deserialize(raw, msgtype, topic)
             for topic, msgtype, _, raw in bag.raw_messages(list(summary.topics))
@@ -243,3 +256,16 @@ def test_another_type_opens_rosbags_message_store_once(tmp_path, store_opens) ->
             bag.deserialize(raw, t, topic).data for topic, t, _, raw in bag.raw_messages(["/count"])
         ]
     assert read == [0, 7, 14, 21, 28] and store_opens == [path]
+
+
+def test_a_broken_definition_is_reported_when_the_store_needs_it(tmp_path) -> None:
+    # Not at open any more: a bag whose camera and commands we parse ourselves converts anyway.
+    path, msgtype = tmp_path / "broken", "std_msgs/msg/Int32"
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        conn = w.add_connection("/count", msgtype, msgdef="int32 data ###", rihs01="RIHS01_00")
+        w.write(conn, 1, TS.serialize_cdr(TS.types[msgtype](data=3), msgtype))
+    with br.Bag(path) as bag:
+        assert bag.summary().defined == {msgtype}
+        ((topic, t, _, raw),) = bag.raw_messages(["/count"])
+        with pytest.raises(BagError, match=f"{path}: topic '/count': cannot deserialise a {t}"):
+            bag.deserialize(raw, t, topic)

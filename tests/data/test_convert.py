@@ -13,8 +13,8 @@ from rosbags.highlevel import AnyReader
 
 from lompo_core import cli
 from lompo_core import messages as m
+from lompo_core.data import align, slices
 from lompo_core.data import bagread as br
-from lompo_core.data import slices
 from lompo_core.data.convert import convert
 from lompo_core.data.convert_config import ActionSpec, ConvertConfig
 from lompo_core.data.dataset import EpisodeDataset, file_sha256
@@ -141,8 +141,17 @@ def test_episodes_of_a_bag_come_out_whole_from_its_frame_rows(
     # one block, each episode's images are a view of it while the next episode fills it.
     monkeypatch.setattr(slices, "SLICE_FRAMES", 3)
     monkeypatch.setattr(slices, "BLOCK_FRAMES", block)
+    views, stack = [], align.stack_frames
+
+    def stack_frames(frames):
+        out = stack(frames)
+        views.append(out.base is not None and out.base.shape[0] == block)
+        return out
+
+    monkeypatch.setattr(align, "stack_frames", stack_frames)
     path, _ = make_bag(n=20)
     convert([path], tmp_path / "ds", ConvertConfig(max_length=8), workers=workers)
+    assert views == ([True] * 3 if block > 20 else [False] * 3)
     eps = episodes(tmp_path / "ds")
     assert [len(ep["image"]) for ep in eps] == [8, 8, 4]
     for i, ep in enumerate(eps):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -64,3 +66,14 @@ def test_save_episode_returns_the_hash_of_the_file_it_wrote(tmp_path, monkeypatc
     for key in ep:
         np.testing.assert_array_equal(back[key], ep[key], err_msg=key)
     assert [p.name for p in tmp_path.iterdir()] == ["ep.npz"]  # no temporary file left
+
+
+def test_a_failed_save_leaves_no_file_and_no_thread(tmp_path, monkeypatch) -> None:
+    def full(fd, data, at):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(dataset.os, "pwrite", full)
+    with pytest.raises(OSError, match="No space"):
+        save_episode(tmp_path / "ep.npz", episode(200, True))  # 2.4 MB: a split write
+    assert list(tmp_path.iterdir()) == []
+    assert not [t for t in threading.enumerate() if t.name.startswith("sha256")]
