@@ -458,6 +458,20 @@ def _cdr_string(buf: memoryview, pos: int) -> tuple[str, int]:
     return bytes(buf[pos + 4 : end - 1 if n else end]).decode(), end
 
 
+def _cdr_header(buf: memoryview) -> tuple[_Header, int]:
+    """A std_msgs/Header at the start of a message, and the position after it."""
+    sec, nanosec = _STAMP.unpack_from(buf, 4)
+    frame_id, pos = _cdr_string(buf, 12)
+    return _Header(_Stamp(sec, nanosec), frame_id), pos
+
+
+def _cdr_bytes(buf: memoryview, pos: int, count: int) -> np.ndarray:
+    """``count`` bytes of image data at ``pos``, a view of the message."""
+    if pos + count > len(buf):
+        raise ValueError(f"image data of {count} bytes runs past the message's {len(buf)}")
+    return np.frombuffer(buf, np.uint8, count, pos)
+
+
 def parse_image_cdr(raw: Any) -> RawImage | None:
     """A little-endian CDR sensor_msgs/msg/Image (what ROS 2 records), or None for another byte
     order (then rosbags deserialises it). rosbags' generated deserialiser spends ~50 us a frame on
@@ -469,21 +483,15 @@ def parse_image_cdr(raw: Any) -> RawImage | None:
         return None
     # Fields align to their size counted from the end of the 4-byte encapsulation header, which
     # is itself 4-aligned: absolute positions align the same way.
-    sec, nanosec = _STAMP.unpack_from(buf, 4)
-    frame_id, pos = _cdr_string(buf, 12)
+    header, pos = _cdr_header(buf)
     pos = (pos + 3) & ~3
     height, width = _TWO_U32.unpack_from(buf, pos)
     encoding, pos = _cdr_string(buf, pos + 8)
     is_bigendian = buf[pos]
     pos = (pos + 1 + 3) & ~3
     step, count = _TWO_U32.unpack_from(buf, pos)
-    pos += 8
-    if pos + count > len(buf):
-        raise ValueError(f"image data of {count} bytes runs past the message's {len(buf)}")
-    data = np.frombuffer(buf, np.uint8, count, pos)
-    return RawImage(
-        _Header(_Stamp(sec, nanosec), frame_id), height, width, encoding, is_bigendian, step, data
-    )
+    data = _cdr_bytes(buf, pos + 8, count)
+    return RawImage(header, height, width, encoding, is_bigendian, step, data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -500,16 +508,11 @@ def parse_compressed_image_cdr(raw: Any) -> RawCompressedImage | None:
     buf = _cdr_le(raw)
     if buf is None:
         return None
-    sec, nanosec = _STAMP.unpack_from(buf, 4)
-    frame_id, pos = _cdr_string(buf, 12)
+    header, pos = _cdr_header(buf)
     fmt, pos = _cdr_string(buf, (pos + 3) & ~3)
     pos = (pos + 3) & ~3
     (count,) = _U32.unpack_from(buf, pos)
-    pos += 4
-    if pos + count > len(buf):
-        raise ValueError(f"image data of {count} bytes runs past the message's {len(buf)}")
-    data = np.frombuffer(buf, np.uint8, count, pos)
-    return RawCompressedImage(_Header(_Stamp(sec, nanosec), frame_id), fmt, data)
+    return RawCompressedImage(header, fmt, _cdr_bytes(buf, pos + 4, count))
 
 
 @dataclass(frozen=True, slots=True)
@@ -555,10 +558,9 @@ def parse_twist_stamped_cdr(raw: Any) -> RawTwistStamped | None:
     buf = _cdr_le(raw)
     if buf is None:
         return None
-    sec, nanosec = _STAMP.unpack_from(buf, 4)
-    frame_id, pos = _cdr_string(buf, 12)
+    header, pos = _cdr_header(buf)
     pos = 4 + ((pos - 4 + 7) & ~7)  # doubles align to 8 from the end of the 4-byte header
-    return RawTwistStamped(_Header(_Stamp(sec, nanosec), frame_id), _twist_at(buf, pos))
+    return RawTwistStamped(header, _twist_at(buf, pos))
 
 
 @dataclass(frozen=True, slots=True)
