@@ -25,8 +25,9 @@ from lompo_core import messages as m
 from lompo_core.errors import LompoError
 
 if TYPE_CHECKING:  # the runtime imports onnxruntime; the sim half of this module needs neither
+    from lompo_core.actions import ActionScaling
     from lompo_core.runtime import Controller, Decision, PolicyRuntime, RuntimeResult
-    from lompo_core.sim.drawer import ActionScaling, Step
+    from lompo_core.sim.drawer import Step
 
 SERVO_TWIST = "servo_twist"
 JOINT_GROUP = "joint_group"

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from lompo_core import messages as m
+from lompo_core.actions import ActionScaling
 from lompo_core.errors import LompoError
 from lompo_core.nodes import (
     DEFAULT_COMMAND_TOPICS,
@@ -30,7 +31,6 @@ from lompo_core.nodes import (
     command_to_action,
     sim_frame_messages,
 )
-from lompo_core.sim.drawer import ActionScaling
 
 SCALING = ActionScaling(("linear.x", "linear.y", "linear.z"), "m/s", (0.8, 0.8, 0.8))
 NOW_NS = 1_767_225_600_123_456_789

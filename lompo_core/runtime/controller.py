@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lompo_core.actions import ActionScaling
 from lompo_core.errors import LompoError
 from lompo_core.runtime.result import NONFINITE, RuntimeResult
-from lompo_core.sim.drawer import ActionScaling
 
 INACTIVE = "inactive"
 ACTIVE = "active"

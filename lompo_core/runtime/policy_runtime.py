@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from lompo_core.actions import ActionScaling
 from lompo_core.data.preprocess import Preprocessing, decode_image, preprocess
 from lompo_core.errors import ImageError, PolicyError
 from lompo_core.runtime.result import NONFINITE, RuntimeResult
@@ -23,7 +24,6 @@ from lompo_core.runtime.sidecar import (
     read_sidecar,
     shapes,
 )
-from lompo_core.sim.drawer import ActionScaling
 
 _ORT_TYPES = {"tensor(uint8)": "uint8", "tensor(float)": "float32"}
 

@@ -15,28 +15,12 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np  # noqa: E402
 
+from lompo_core.actions import ActionScaling  # noqa: E402
+
 ENV_NAME = "drawer-close-v3"
 CAMERA = "topview"
 ACTION_NAMES = ("linear.x", "linear.y", "linear.z")
 GRIPPER_CLOSED = 1.0
-
-
-@dataclass(frozen=True)
-class ActionScaling:
-    """How a normalised action maps to a physical command: ``value * max_speed`` in m/s."""
-
-    names: tuple[str, ...]
-    unit: str
-    max_speed: tuple[float, ...]
-
-    def to_physical(self, action: np.ndarray) -> np.ndarray:
-        return np.asarray(action, np.float64) * np.asarray(self.max_speed)
-
-    def to_normalised(self, command: np.ndarray) -> np.ndarray:
-        return np.asarray(command, np.float64) / np.asarray(self.max_speed)
-
-    def as_dict(self) -> dict:
-        return {"names": list(self.names), "unit": self.unit, "max": list(self.max_speed)}
 
 
 @dataclass

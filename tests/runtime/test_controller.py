@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from lompo_core.actions import ActionScaling
 from lompo_core.errors import LompoError
 from lompo_core.runtime import Controller, ControllerConfig, RuntimeResult
-from lompo_core.sim.drawer import ActionScaling
 
 SCALING = ActionScaling(
     names=("linear.x", "linear.y", "linear.z"), unit="m/s", max_speed=(0.1,) * 3

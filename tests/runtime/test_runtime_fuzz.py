@@ -158,7 +158,7 @@ configs = st.builds(
 @fuzz(1500)
 @given(config=configs, sequence=ops)
 def test_controller_invariants(config, sequence):
-    from lompo_core.sim.drawer import ActionScaling
+    from lompo_core.actions import ActionScaling
 
     scaling = ActionScaling(("x", "y", "z"), "m/s", (0.2, 0.2, 0.2))
     c = Controller(config, scaling, threshold=0.5)
