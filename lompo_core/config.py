@@ -21,6 +21,7 @@ import yaml
 from lompo_core.errors import LompoError
 
 PRESETS_FILE = Path(__file__).with_name("presets.yaml")
+SELECT_METRICS = ("model_value", "model_return", "q")
 
 
 @dataclass
@@ -85,6 +86,20 @@ class AgentConfig:
     model_buffer_min: int = 50_000  # model transitions before the first update (capped by capacity)
     buffer_capacity: int = 0  # 0: as many transitions as the dataset holds
     encode_chunk: int = 64  # sequence length the posterior encodes episodes in
+    # Behaviour regularisation (TD3+BC / ReBRAC-style, 0 = off as in the reference): the actor
+    # loss becomes SAC's divided by mean |Q| plus bc_weight * ||pi(s) - a||^2 on the real half of
+    # the batch, which keeps the policy near the data's actions where the critic is unsure.
+    bc_weight: float = 0.0
+    # Clip r_hat(s') to [0, 1] in model rollouts: the data's reward is a 0/1 success flag, and an
+    # unclipped Gaussian head pays a rollout more than one success (or a negative one) by error.
+    reward_clip: bool = False
+    # Which checkpoint `lompo export` takes by default: "last", or "offline" (the one with the
+    # best held-out signal `select_metric`, kept as checkpoints/offline.pt). Signals come from the
+    # held-out episodes (data.holdout) alone, at every agent checkpoint.
+    select: str = "last"
+    select_metric: str = "model_value"  # model_value | model_return | q (higher is better)
+    select_horizon: int = 15  # imagined steps from each held-out start state
+    select_starts: int = 1024  # held-out start states (evenly spaced over the held-out steps)
 
 
 @dataclass
@@ -108,7 +123,9 @@ class LogConfig:
 
 @dataclass
 class EvalConfig:
-    """Optional evaluation in the simulated drawer task during the policy phase."""
+    """Optional evaluation in the simulated drawer task during the policy phase: a research
+    option, off by default. A robot team has no simulator, so nothing it measures chooses the
+    exported policy unless keep_best is set (the sidecar then says ``training.selection: sim``)."""
 
     every: int = 0  # agent updates between evaluations; 0 = off
     episodes: int = 5
@@ -116,9 +133,8 @@ class EvalConfig:
     max_steps: int = 150
     image_size: int = 0  # sim camera resolution; 0: the dataset's camera (its crop assumes it)
     # Keep the policy of the best evaluation so far (the earliest of equals) as
-    # checkpoints/best.pt, for `lompo export --checkpoint best`: SAC's success swings by tens of
-    # points between nearby checkpoints.
-    keep_best: bool = True
+    # checkpoints/best.pt, for `lompo export --checkpoint best`.
+    keep_best: bool = False
 
 
 @dataclass
@@ -246,6 +262,16 @@ def validate(cfg: Config) -> None:
             "agent.penalty_offset must be none or data_median",
         ),
         (cfg.agent.lmbda >= 0.0, "agent.lmbda must be >= 0"),
+        (cfg.agent.bc_weight >= 0.0, "agent.bc_weight must be >= 0"),
+        (cfg.agent.select in ("last", "offline"), "agent.select must be last or offline"),
+        (
+            cfg.agent.select_metric in SELECT_METRICS,
+            f"agent.select_metric must be one of {', '.join(SELECT_METRICS)}",
+        ),
+        (
+            cfg.agent.select_horizon >= 1 and cfg.agent.select_starts >= 1,
+            "agent.select_horizon and agent.select_starts must be at least 1",
+        ),
         (cfg.agent.horizon >= 1, "agent.horizon must be at least 1"),
         (0.0 <= cfg.data.holdout < 1.0, "data.holdout must be in [0, 1)"),
         (cfg.log.figure_context < cfg.log.figure_length, "log.figure_context < figure_length"),

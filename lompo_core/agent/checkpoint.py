@@ -18,7 +18,8 @@ from lompo_core.errors import LompoError
 
 CHECKPOINTS = "checkpoints"
 LAST = "last.pt"
-BEST = "best.pt"  # the policy of the best in-training evaluation (Trainer._save_best)
+BEST = "best.pt"  # the policy of the best in-training sim evaluation (Trainer._save_best)
+OFFLINE = "offline.pt"  # the policy of the best held-out signal (Trainer._offline_selection)
 _NAME = re.compile(r"^ckpt-(\d{8})\.pt$")
 
 

@@ -45,6 +45,45 @@ def encode_dataset(
     return n
 
 
+def latent_step(
+    wm: WorldModel,
+    state: State,
+    action: torch.Tensor,
+    penalty: str,
+    heads: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[State, torch.Tensor]:
+    """One imagined step: each sample's next stochastic state is the **mean** of one prior head
+    (``heads`` [B], else drawn at random), and u(s, a) is scored at that next state.
+
+    Means, like the real buffer's posterior means and the exported policy's filter: the actor and
+    critics see one kind of state in both halves of the batch and on the robot. The penalty
+    offset u0 is calibrated with this same step (``data_uncertainty``), so it offsets the
+    quantity the rollouts are charged."""
+    deter = wm.rssm.deter_step(state.stoch, state.deter, action)
+    mean, std = wm.rssm.prior_all(deter)  # [K, B, S]
+    b = deter.shape[0]
+    if heads is None:
+        heads = torch.randint(wm.rssm.heads, (b,), device=deter.device, generator=generator)
+    stoch = mean[heads, torch.arange(b, device=deter.device)]
+    return State(stoch, deter), uncertainty(mean, std, stoch, penalty)
+
+
+def penalised_reward(
+    wm: WorldModel,
+    next_feat: torch.Tensor,
+    u: torch.Tensor,
+    lmbda: float,
+    u_offset: float,
+    reward_clip: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(r_hat(s') - lmbda * max(u - u_offset, 0), r_hat(s')), r_hat clipped to [0, 1] if asked."""
+    reward_hat = wm.reward_mean(next_feat)
+    if reward_clip:
+        reward_hat = reward_hat.clamp(0.0, 1.0)
+    return reward_hat - lmbda * (u - u_offset).clamp(min=0.0), reward_hat
+
+
 @torch.no_grad()
 def model_rollouts(
     wm: WorldModel,
@@ -55,11 +94,12 @@ def model_rollouts(
     penalty: str,
     buffer: LatentBuffer,
     u_offset: float = 0.0,
+    reward_clip: bool = False,
 ) -> dict[str, float]:
     """Roll the model out from ``starts`` (feats [N, F]) with the actor's sampled actions, one
-    random head per sample and step, storing r_hat(s') - lmbda * max(u(s, a) - u_offset, 0). A
-    rollout stops after a step the continuation head calls terminal (success ends episodes in
-    our data)."""
+    random head per sample and step (``latent_step``), storing the penalised reward. A rollout
+    stops after a step the continuation head calls terminal (success ends episodes in our
+    data)."""
     s_dim = wm.cfg.stoch
     state = State(starts[:, :s_dim], starts[:, s_dim:])
     alive = torch.ones(len(starts), dtype=torch.bool, device=starts.device)
@@ -67,11 +107,10 @@ def model_rollouts(
     total, u_sum, r_sum = 0, 0.0, 0.0
     for _ in range(horizon):
         action, _ = actor(feat)
-        state, u = wm.rssm.img_step_random_head(state, action, penalty)
+        state, u = latent_step(wm, state, action, penalty)
         next_feat = state.feat()
-        reward_hat = wm.reward_mean(next_feat)
+        reward, reward_hat = penalised_reward(wm, next_feat, u, lmbda, u_offset, reward_clip)
         terminal = wm.cont_prob(next_feat) < 0.5
-        reward = reward_hat - lmbda * (u - u_offset).clamp(min=0.0)
         buffer.add(
             feat=feat[alive],
             action=action[alive],
@@ -95,19 +134,20 @@ def model_rollouts(
 
 @torch.no_grad()
 def data_uncertainty(
-    wm: WorldModel, buffer: LatentBuffer, penalty: str, chunk: int = 4096
+    wm: WorldModel, buffer: LatentBuffer, penalty: str, chunk: int = 4096, seed: int = 0
 ) -> torch.Tensor:
-    """u(s, a) on the dataset's own transitions, scored at the posterior's next state: how much
-    the heads disagree where the data is. Deterministic (no sampling), so a resumed run
-    recomputes exactly the same values from its restored buffer."""
+    """u(s, a) on the dataset's own transitions (posterior-mean state, logged action), scored by
+    ``latent_step`` exactly as a rollout step is: how much the heads disagree where the data is.
+    The heads are drawn from a fixed seed, so a resumed run recomputes exactly the same values
+    from its restored buffer, whatever the chunk size."""
     s_dim = wm.cfg.stoch
+    device = buffer.data["feat"].device
+    g = torch.Generator().manual_seed(seed)
+    heads = torch.randint(wm.rssm.heads, (len(buffer),), generator=g).to(device)
     out = []
     for i in range(0, len(buffer), chunk):
         feat = buffer.data["feat"][i : i + chunk]
-        next_stoch = buffer.data["next_feat"][i : i + chunk, :s_dim]
-        deter = wm.rssm.deter_step(
-            feat[:, :s_dim], feat[:, s_dim:], buffer.data["action"][i : i + chunk]
-        )
-        mean, std = wm.rssm.prior_all(deter)
-        out.append(uncertainty(mean, std, next_stoch, penalty))
+        state = State(feat[:, :s_dim], feat[:, s_dim:])
+        action = buffer.data["action"][i : i + chunk]
+        out.append(latent_step(wm, state, action, penalty, heads[i : i + chunk])[1])
     return torch.cat(out)

@@ -1,4 +1,5 @@
-"""Soft actor-critic in latent space: tanh-Gaussian actor, twin critics, learned temperature.
+"""Soft actor-critic in latent space: tanh-Gaussian actor, twin critics, learned temperature,
+and an optional behaviour-cloning term on the dataset's transitions (TD3+BC style).
 
 The reference code used a deterministic actor with twin critics (TD3-like, research-lompo.md
 section 2.6). We use SAC, the paper's framing: its entropy bonus keeps the actor exploring inside the
@@ -101,9 +102,15 @@ class SAC(nn.Module):
         self._allreduce = allreduce
 
     def update(
-        self, batch: dict[str, torch.Tensor], opt: dict[str, torch.optim.Optimizer]
+        self,
+        batch: dict[str, torch.Tensor],
+        opt: dict[str, torch.optim.Optimizer],
+        n_real: int | None = None,
     ) -> dict[str, torch.Tensor]:
+        """One step of critics, actor and temperature. The first ``n_real`` transitions (all when
+        None) are the dataset's: the behaviour term (``bc_weight``) reads only them."""
         c = self.cfg
+        n_real = len(batch["feat"]) if n_real is None else n_real
         feat, action, reward = batch["feat"], batch["action"], batch["reward"]
         next_feat, terminal = batch["next_feat"], batch["terminal"]
         alpha = self.log_alpha.exp().detach()
@@ -125,6 +132,11 @@ class SAC(nn.Module):
         new_action, logp = self._fwd["actor"](feat)
         nq1, nq2 = self.critic(feat, new_action)
         actor_loss = (alpha * logp - torch.min(nq1, nq2)).mean()
+        bc = (new_action[:n_real] - action[:n_real]).square().sum(-1).mean()
+        if c.bc_weight > 0:
+            # TD3+BC's normalisation: the BC weight means the same whatever the scale of Q.
+            q_scale = torch.min(nq1, nq2).abs().mean().detach().clamp(min=1e-6)
+            actor_loss = actor_loss / q_scale + c.bc_weight * bc
         opt["actor"].zero_grad(set_to_none=True)
         actor_loss.backward()
         self.critic.requires_grad_(True)
@@ -148,6 +160,7 @@ class SAC(nn.Module):
             "agent/actor_loss": actor_loss.detach(),
             "agent/alpha": alpha,
             "agent/entropy": -logp.detach().mean(),
+            "agent/bc_mse": bc.detach(),
             "agent/q": torch.min(q1, q2).detach().mean(),
             "agent/target": target.mean(),
         }

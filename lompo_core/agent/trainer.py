@@ -23,6 +23,7 @@ from lompo_core.agent.figures import prediction_rows, save_figure
 from lompo_core.agent.replay import LatentBuffer, SequenceSampler, cat_batches, to_torch
 from lompo_core.agent.rollout import data_uncertainty, encode_dataset, model_rollouts
 from lompo_core.agent.sac import SAC
+from lompo_core.agent.select import heldout_signals
 from lompo_core.config import Config, differences, resolve
 from lompo_core.data.dataset import (
     EpisodeDataset,
@@ -111,7 +112,9 @@ class Trainer:
         train = sorted(int(i) for i in perm[n_hold:])
         r, w = self.dist.rank, self.dist.world
         self.train_idx = train[r::w]
-        self.encode_idx = list(range(n))[r::w]
+        # The policy trains on the training episodes too: the held-out ones feed the offline
+        # selection signal, which must read episodes nothing was fitted to.
+        self.encode_idx = train[r::w]
         if not self.train_idx:
             raise DatasetError(
                 f"{self.dataset.root}: {len(train)} training episode(s) for {w} ranks; "
@@ -143,6 +146,8 @@ class Trainer:
         self.real: LatentBuffer | None = None
         self._u_offset: float | None = None
         self.best_eval = -1.0  # eval success of checkpoints/best.pt (-1: none yet)
+        self.best_offline = -float("inf")  # select_metric of checkpoints/offline.pt
+        self._heldout: LatentBuffer | None = None
         self.model_buf: LatentBuffer | None = None
         self._writer = None
         self._t0 = time.time()
@@ -272,6 +277,9 @@ class Trainer:
         best = checkpoint.checkpoint_dir(self.run_dir) / checkpoint.BEST
         if best.is_file():
             self.best_eval = float(checkpoint.load(best)["best_eval"])
+        offline = checkpoint.checkpoint_dir(self.run_dir) / checkpoint.OFFLINE
+        if offline.is_file():
+            self.best_offline = float(checkpoint.load(offline)["select_score"])
         self.phase = state["phase"]
         self.model_step, self.agent_step = int(state["model_step"]), int(state["agent_step"])
         torch.set_rng_state(local["torch"].cpu())
@@ -450,6 +458,7 @@ class Trainer:
             c.penalty,
             self.model_buf,
             self._penalty_offset(),
+            c.reward_clip,
         ) | {"rollout/u_offset": self._penalty_offset()}
 
     def _agent_phase(self, stop_at: int | None) -> bool:
@@ -469,7 +478,7 @@ class Trainer:
                 batch = self.real.sample(n_real)
                 if self.model_buf is not None:
                     batch = cat_batches(batch, self.model_buf.sample(c.batch - n_real))
-                metrics = self.sac.update(batch, self.agent_opt)
+                metrics = self.sac.update(batch, self.agent_opt, n_real)
                 self.agent_step += 1
                 mean.add(metrics)
                 bar.update(1)
@@ -492,8 +501,11 @@ class Trainer:
                     if self.cfg.eval.keep_best and m["eval/success"] > self.best_eval:
                         self.best_eval = m["eval/success"]
                         self._save_best()
-                if self.agent_step % self.cfg.log.agent_checkpoint_every == 0 and not done:
-                    self.save()
+                if self.agent_step % self.cfg.log.agent_checkpoint_every == 0 or done:
+                    if self.dist.main:
+                        self._offline_selection()
+                    if not done:
+                        self.save()
         return True
 
     def _policy_state(self) -> dict[str, Any]:
@@ -506,6 +518,25 @@ class Trainer:
             "sac": self.sac.state_dict(),
             "config": self.cfg.to_dict(),
         }
+
+    def _offline_selection(self) -> None:
+        """Log the held-out signals of the current policy; keep it as checkpoints/offline.pt
+        when its ``agent.select_metric`` is the best so far (the earliest of equals)."""
+        c = self.cfg.agent
+        if not self.holdout:
+            return
+        if self._heldout is None:
+            self._heldout = self._new_buffer(0)
+            encode_dataset(
+                self.wm, self.dataset, self.holdout, self._heldout, c.encode_chunk, self.device
+            )
+        m = heldout_signals(self.wm, self.sac, self._heldout, c, self._penalty_offset())
+        self._write_metrics("agent", m)
+        score = m[f"offline/{c.select_metric}"]
+        if score > self.best_offline:
+            self.best_offline = score
+            state = self._policy_state() | {"select_score": score}
+            checkpoint.write(checkpoint.checkpoint_dir(self.run_dir) / checkpoint.OFFLINE, state)
 
     def _save_best(self) -> None:
         """The policy alone, as checkpoints/best.pt (main rank only: no barrier)."""

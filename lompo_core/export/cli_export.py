@@ -30,9 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint",
         default=None,
-        help="export this checkpoint of the run instead of the latest: 'best' (the best "
-        "in-training evaluation, with eval.every > 0) or a file such as "
-        "RUN_DIR/checkpoints/ckpt-00016500.pt (training keeps the last log.keep_checkpoints)",
+        help="which checkpoint to export (default: the run's agent.select rule, from the "
+        "dataset alone): 'last', 'offline' (the best held-out signal), 'best' (the best "
+        "in-training sim evaluation, with eval.every > 0 and eval.keep_best) or a file such as "
+        "RUN_DIR/checkpoints/ckpt-00016500.pt (training keeps the last log.keep_checkpoints); "
+        "the sidecar records the choice as training.selection",
     )
     parser.add_argument(
         "--dataset",

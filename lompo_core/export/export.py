@@ -28,10 +28,12 @@ from lompo_core.data.preprocess import Preprocessing
 from lompo_core.errors import DatasetError, PolicyError
 from lompo_core.runtime.sidecar import (
     INPUT_NAMES,
+    MANIFEST_FIELD,
     ONNX_FILE,
     OUTPUT_NAMES,
     SCHEMA_VERSION,
     SIDECAR_FILE,
+    manifest_sha256,
     sha256_file,
 )
 
@@ -441,6 +443,7 @@ def export_policy_step(
             "training": {
                 "run": None if run_dir is None else str(run_dir),
                 "checkpoint": info.get("checkpoint"),
+                "selection": info.get("selection"),
                 "step": info.get("step"),
                 "seed": info.get("seed"),
                 "config": info.get("config"),
@@ -455,6 +458,10 @@ def export_policy_step(
                 timespec="seconds"
             ),
         }
+        # The manifest binds both files: hashed over the sidecar as it will be read back.
+        sidecar[MANIFEST_FIELD] = manifest_sha256(
+            json.loads(json.dumps(sidecar)), onnx_path.read_bytes()
+        )
         _write_file(staging / SIDECAR_FILE, json.dumps(sidecar, indent=2).encode())
         report = None
         if check:
@@ -482,6 +489,47 @@ def export_policy_step(
     )
 
 
+def choose_checkpoint(
+    run_dir: str | Path, checkpoint: str | Path | None
+) -> tuple[Path | None, str]:
+    """The checkpoint file to export (None: the latest) and how it was chosen, the sidecar's
+    ``training.selection``: ``last``, ``offline:<metric>`` (the best held-out signal),
+    ``sim`` (best.pt, chosen by in-training sim evaluation) or ``manual`` (a file named by the
+    user). With no ``checkpoint`` the run's own rule ``agent.select`` decides."""
+    import yaml
+
+    from lompo_core.agent import checkpoint as ckpt
+    from lompo_core.config import Config
+
+    run = Path(run_dir)
+    cfg_path = run / "config.yaml"
+    if not cfg_path.is_file():
+        raise PolicyError(f"{cfg_path}: missing; is {run} a run folder made by lompo train?")
+    agent = Config.from_dict(yaml.safe_load(cfg_path.read_text()) or {}, str(cfg_path)).agent
+    name = agent.select if checkpoint is None else str(checkpoint)
+    if name == "last":
+        return None, "last"
+    offline = f"offline:{agent.select_metric}"
+    named = {
+        "best": (ckpt.BEST, "sim", "in-training sim evaluation writes it (eval.every > 0 and "
+                 "eval.keep_best=true)"),
+        "offline": (ckpt.OFFLINE, offline, "agent checkpoints keep it when data.holdout > 0; "
+                    "export --checkpoint last instead"),
+    }  # fmt: skip
+    if name in named:
+        file, kind, why = named[name]
+        path = ckpt.checkpoint_dir(run) / file
+        if not path.is_file():
+            raise PolicyError(f"{run}: no {ckpt.CHECKPOINTS}/{file}: {why}")
+        return path, kind
+    path = Path(checkpoint)
+    kind = {ckpt.BEST: "sim", ckpt.OFFLINE: offline}.get(path.name)
+    last = ckpt.last_path(run) if path.is_file() else None
+    if kind is None and last is not None and path.resolve() == last:
+        kind = "last"
+    return path, kind or "manual"
+
+
 def export_run(
     run_dir: str | Path,
     out: str | Path,
@@ -494,11 +542,15 @@ def export_run(
     calibration_steps: int = DEFAULT_CALIBRATION_STEPS,
     log: Log = lambda _msg: None,
 ) -> ExportResult:
-    """Export the latest checkpoint of a training run, or ``checkpoint`` (``lompo export``)."""
+    """Export the checkpoint of a training run that its ``agent.select`` rule picks, or
+    ``checkpoint`` (last, offline, best or a file; ``lompo export``)."""
     from lompo_core.model.policy_step import load_policy_step
 
     _check_out(Path(out), overwrite)  # before loading anything: fail fast
-    step, info = load_policy_step(run_dir, checkpoint)
+    path, selection = choose_checkpoint(run_dir, checkpoint)
+    step, info = load_policy_step(run_dir, path)
+    info["selection"] = selection
+    log(f"exporting {info.get('checkpoint')} (selection: {selection})")
     return export_policy_step(
         step,
         info,

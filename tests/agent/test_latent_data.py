@@ -1,14 +1,17 @@
-"""The latent data the policy learns from: window sampling, the penalty and its offset."""
+"""The latent data the policy learns from: window sampling, the penalty, its offset, the reward
+bound, the behaviour term and the held-out selection signals."""
 
 from __future__ import annotations
 
 import torch
 
 from lompo_core.agent.replay import LatentBuffer, SequenceSampler
-from lompo_core.agent.rollout import data_uncertainty, model_rollouts
-from lompo_core.agent.sac import Actor
-from lompo_core.config import ModelConfig
+from lompo_core.agent.rollout import data_uncertainty, latent_step, model_rollouts
+from lompo_core.agent.sac import SAC, Actor
+from lompo_core.agent.select import heldout_signals
+from lompo_core.config import AgentConfig, ModelConfig
 from lompo_core.data.dataset import EpisodeDataset
+from lompo_core.model.rssm import State
 from lompo_core.model.world_model import WorldModel
 
 
@@ -69,3 +72,99 @@ def test_penalty_offset_removes_in_distribution_penalty():
     r_hat = wm.reward_mean(feats)
     torch.testing.assert_close(none, r_hat)  # an offset above every u: no penalty at all
     assert bool((plain < none).all())  # the reference's penalty is positive everywhere
+
+
+def test_penalty_offset_is_calibrated_on_the_quantity_rollouts_are_charged():
+    # u0 comes from data_uncertainty; a rollout step from the same state, action and head must
+    # score the same u, at the same kind of next state (one head's mean, as the real buffer's
+    # posterior means), or the offset shifts another quantity than the one it offsets.
+    wm, _ = _model()
+    buf = _real_buffer()
+    u_data = data_uncertainty(wm, buf, "log_prob")
+    feat, action = buf.data["feat"], buf.data["action"]
+    heads = torch.randint(3, (64,), generator=torch.Generator().manual_seed(0))
+    state, u_step = latent_step(wm, State(feat[:, :4], feat[:, 4:]), action, "log_prob", heads)
+    torch.testing.assert_close(u_step, u_data)
+    deter = wm.rssm.deter_step(feat[:, :4], feat[:, 4:], action)
+    mean, _ = wm.rssm.prior_all(deter)
+    torch.testing.assert_close(state.stoch, mean[heads, torch.arange(64)])
+    # A sampled next state (what rollouts used to score) gives other values.
+    assert not torch.allclose(wm.rssm.img_step_random_head(state, action, "log_prob")[1], u_data)
+
+
+def test_model_rollout_states_are_head_means_and_reward_clip_bounds_r_hat():
+    wm, actor = _model()
+    starts = _real_buffer().data["feat"]
+    with torch.no_grad():  # a reward head that pays far outside [0, 1]
+        wm.reward[-1].bias.fill_(3.0)
+    out = {}
+    for clip in (False, True):
+        torch.manual_seed(3)
+        buf = LatentBuffer(1000, 20, 3, torch.device("cpu"))
+        model_rollouts(wm, actor, starts, 2, 0.0, "log_prob", buf, 0.0, reward_clip=clip)
+        out[clip] = buf
+    assert float(out[False].data["reward"][: len(out[False])].max()) > 1.5
+    clipped = out[True].data["reward"][: len(out[True])]
+    assert float(clipped.min()) >= 0.0 and float(clipped.max()) <= 1.0
+    first = out[True].data["next_feat"][:64]
+    deter = wm.rssm.deter_step(starts[:, :4], starts[:, 4:], out[True].data["action"][:64])
+    mean, _ = wm.rssm.prior_all(deter)  # [K, B, S]
+    dist = (mean - first[:, :4].unsqueeze(0)).abs().amax(-1).amin(0).detach()
+    assert float(dist.max()) < 1e-6  # every next state is exactly one head's mean
+
+
+def _sac_batch(n: int = 64) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(5)
+    return {
+        "feat": torch.randn(n, 20, generator=g),
+        "action": torch.rand(n, 3, generator=g) * 2 - 1,
+        "reward": torch.rand(n, generator=g),
+        "next_feat": torch.randn(n, 20, generator=g),
+        "terminal": torch.zeros(n),
+    }
+
+
+def test_behaviour_term_pulls_the_actor_to_the_real_halfs_actions_only():
+    batch = _sac_batch()
+    n_real = 32
+    result = {}
+    for w in (0.0, 10.0):
+        torch.manual_seed(0)
+        cfg = AgentConfig(hidden=32, actor_layers=2, critic_layers=2, actor_lr=1e-3, bc_weight=w)
+        sac = SAC(cfg, 20, 3)
+        opt = sac.make_optimizers()
+        for _ in range(150):
+            sac.update(batch, opt, n_real)
+        with torch.no_grad():
+            mode = sac.actor.mode(batch["feat"])
+        err = (mode - batch["action"]).square().sum(-1)
+        result[w] = (float(err[:n_real].mean()), float(err[n_real:].mean()))
+    assert result[10.0][0] < 0.5 * result[0.0][0], result  # the real half's actions are learnt
+    assert result[10.0][0] < 0.5 * result[10.0][1], result  # not the model half's
+
+
+def test_heldout_signals_are_the_imagined_penalised_return_and_the_critics_value():
+    wm, _ = _model()
+    cfg = AgentConfig(hidden=16, actor_layers=2, critic_layers=2, select_horizon=1, lmbda=2.0)
+    sac = SAC(cfg, 20, 3)
+    buf = _real_buffer()
+    m = heldout_signals(wm, sac, buf, cfg, 0.1)
+    assert m == heldout_signals(wm, sac, buf, cfg, 0.1)  # deterministic: a resume logs the same
+    with torch.no_grad():  # horizon 1 by hand, with the signal's own head draws
+        feat = buf.data["feat"]
+        g = torch.Generator().manual_seed(0)
+        a = sac.actor.mode(feat)
+        state, u = latent_step(wm, State(feat[:, :4], feat[:, 4:]), a, "log_prob", generator=g)
+        f = state.feat()
+        ret = wm.reward_mean(f) - 2.0 * (u - 0.1).clamp(min=0.0)
+        alive = (wm.cont_prob(f) >= 0.5).float()
+        value = ret + cfg.discount * alive * torch.min(*sac.critic(f, sac.actor.mode(f)))
+    assert abs(m["offline/model_return"] - float(ret.mean())) < 1e-5
+    assert abs(m["offline/model_value"] - float(value.mean())) < 1e-5
+    # bc_mse: zero for a policy that plays the held-out episodes' own (constant) action.
+    with torch.no_grad():
+        sac.actor.net[-1].weight.zero_()
+        sac.actor.net[-1].bias.zero_()
+        sac.actor.net[-1].bias[:3] = 0.5
+        buf.data["action"][:] = torch.tanh(torch.tensor(0.5))
+    assert heldout_signals(wm, sac, buf, cfg, 0.1)["offline/bc_mse"] < 1e-10

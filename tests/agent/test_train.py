@@ -115,7 +115,7 @@ def test_in_training_eval_keeps_the_best_policy_for_export(tiny_dataset, tmp_pat
         return out if score is None else {**out, "success_rate": score}
 
     monkeypatch.setattr(ev, "evaluate_in_sim", scripted)
-    overrides = ["eval.every=10", "eval.episodes=1", "eval.max_steps=3"]
+    overrides = ["eval.every=10", "eval.episodes=1", "eval.max_steps=3", "eval.keep_best=true"]
     _finish(tiny_dataset, tmp_path / "run", overrides)
     evals = _metrics(tmp_path / "run", "eval/success")
     assert len(evals) == 3 and evals[1] == 0.5
@@ -125,7 +125,8 @@ def test_in_training_eval_keeps_the_best_policy_for_export(tiny_dataset, tmp_pat
     assert (
         cli_main(["export", str(tmp_path / "run"), "--out", str(out), "--checkpoint", "best"]) == 0
     )
-    assert json.loads((out / "policy.json").read_text())["training"]["step"] == 20
+    training = json.loads((out / "policy.json").read_text())["training"]
+    assert training["step"] == 20 and training["selection"] == "sim"
     with pytest.raises(LompoError, match="no best.pt"):
         load_policy_step(_finish(tiny_dataset, tmp_path / "plain").run_dir, "best")
 
@@ -201,3 +202,28 @@ def test_cli_reports_errors_in_one_line(tmp_path, capsys):
         ]
     )
     assert rc == 0 and "lmbda: 0.0" in capsys.readouterr().out
+
+
+def test_offline_signal_per_checkpoint_chooses_what_export_takes(tiny_dataset, tmp_path):
+    run = tmp_path / "run"
+    t = _finish(tiny_dataset, run, ["agent.select=offline", "agent.bc_weight=1"])
+    # The held-out episodes feed only the signal: the real buffer holds the training episodes.
+    ds = t.dataset
+    assert t.holdout and not set(t.holdout) & set(t.encode_idx)
+    assert len(t.real) == sum(int(ds.lengths[i]) - 1 for i in t.encode_idx)
+    lines = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    signal = {ln["agent_step"]: ln["offline/model_value"] for ln in lines if "offline/q" in ln}
+    assert sorted(signal) == [10, 20, 30]  # every agent checkpoint, the last included
+    best = max(signal, key=lambda s: (signal[s], -s))  # the earliest of equals
+    out = tmp_path / "policy"
+    assert cli_main(["export", str(run), "--out", str(out)]) == 0
+    training = json.loads((out / "policy.json").read_text())["training"]
+    assert training["selection"] == "offline:model_value" and training["step"] == best
+    assert training["checkpoint"].endswith("checkpoints/offline.pt")
+    last = ["--checkpoint", "last", "--overwrite"]
+    assert cli_main(["export", str(run), "--out", str(out), *last]) == 0
+    training = json.loads((out / "policy.json").read_text())["training"]
+    assert training["selection"] == "last" and training["step"] == 30
+    # A resumed (here: finished) run restores the offline choice's score from offline.pt.
+    resumed = _finish(tiny_dataset, run, ["agent.select=offline", "agent.bc_weight=1"])
+    assert resumed.best_offline == signal[best]

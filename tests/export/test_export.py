@@ -67,6 +67,7 @@ def test_export_writes_a_verified_self_contained_policy(policy, trained):
     run_config = yaml.safe_load((trained[1] / "config.yaml").read_text())
     assert sidecar["training"]["config"]["model"] == run_config["model"]
     assert sidecar["training"]["step"] > 0
+    assert sidecar["training"]["selection"] == "last"  # the debug preset's agent.select
     assert sidecar["code_version"]["lompo"] and sidecar["code_version"]["git_commit"]
     assert sidecar["uncertainty_calibration"]["steps"] == dataset.total_steps
     rt = PolicyRuntime(policy)
@@ -179,6 +180,7 @@ def test_checkpoint_flag_exports_an_earlier_checkpoint_of_the_same_run(trained, 
     training = json.loads((out / "policy.json").read_text())["training"]
     latest = json.loads((policy / "policy.json").read_text())["training"]
     assert training["checkpoint"] == str(older) and training["step"] < latest["step"]
+    assert training["selection"] == "manual"  # a file the user named: no rule chose it
     assert sha256_file(out / "policy.onnx") != sha256_file(policy / "policy.onnx")
 
     state = torch.load(older, weights_only=False)
