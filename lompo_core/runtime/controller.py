@@ -116,11 +116,14 @@ class Controller:
             self._last_sent[:] = 0
 
     def reset(self) -> None:
-        """A new episode: clear the counters; leaves ``halted`` for ``active``."""
+        """A new episode: clear the counters; leaves ``halted`` for ``active``.
+
+        The watchdog keeps timing from the last image: a new episode is no reason to stop the
+        arm, and a camera that stays silent after it is still caught.
+        """
         if self.state == HALTED:
             self.state = ACTIVE
         self.halt_reason = ""
-        self._last_image_s = None
         self._last_sent[:] = 0
         self._uncertain_steps = 0
 

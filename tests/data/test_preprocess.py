@@ -202,3 +202,154 @@ def test_data_package_imports_no_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- hostile input: bounded before allocating or decoding, strict decoding ---------------------
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A valid-looking PNG whose IHDR claims width x height: what a decompression bomb sends."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\0" * (1 + 3 * min(width, 64)))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def _jpeg_claiming(width: int, height: int) -> bytes:
+    """A real JPEG whose frame header (SOF0) is rewritten to claim width x height."""
+    buf = bytearray(cv2.imencode(".jpg", RGB)[1].tobytes())
+    i = bytes(buf).index(b"\xff\xc0")
+    buf[i + 5 : i + 9] = bytes([height >> 8, height & 0xFF, width >> 8, width & 0xFF])
+    return bytes(buf)
+
+
+def _timed_refusal(msg, words: str, limits=None) -> None:
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(ImageError, match=words):
+        decode_image(msg, Preprocessing(), limits)
+    assert time.perf_counter() - start < 0.05, "refused only after working on it"
+
+
+def test_a_huge_step_with_30_bytes_is_refused_before_allocating() -> None:
+    # Before: the last row was padded out to step x height (4.2 GB), then stepped as ok.
+    msg = SimpleNamespace(
+        encoding="rgb8", height=1, width=10, step=4294967295, is_bigendian=0, data=b"x" * 30
+    )
+    _timed_refusal(msg, r"holds 30 bytes.*needs 4294967295")
+
+
+@pytest.mark.parametrize(("height", "width"), [(100_000, 10), (1, 5000), (4097, 4097)])
+def test_raw_sizes_over_the_caps_are_refused(height: int, width: int) -> None:
+    # Before: any size whose data was long enough was decoded (and padded when it was not).
+    msg = SimpleNamespace(
+        encoding="mono8", height=height, width=width, step=width, is_bigendian=0, data=b"\0" * 16
+    )
+    _timed_refusal(msg, "over the limit")
+
+
+def test_a_last_row_without_its_padding_is_refused() -> None:
+    # The message's contract is len(data) == step x height; a shorter one is not padded out.
+    rows = np.zeros((4, 12), np.uint8)  # 4 rows of 10 bytes + 2 padding (mono8, width 10)
+    data = rows.reshape(-1)[:-2].tobytes()
+    msg = SimpleNamespace(encoding="mono8", height=4, width=10, step=12, is_bigendian=0, data=data)
+    with pytest.raises(ImageError, match="holds 46 bytes.*needs 48"):
+        decode_image(msg)
+
+
+def test_limits_follow_the_camera_and_never_pass_the_hard_caps() -> None:
+    from lompo_core.data.preprocess import HARD_LIMITS, ImageLimits
+
+    cam = ImageLimits.for_camera(128, 96)
+    assert (cam.max_width, cam.max_height, cam.max_pixels) == (1024, 768, 1024 * 768)
+    huge = ImageLimits.for_camera(4000, 4000)
+    assert (huge.max_width, huge.max_height, huge.max_pixels) == (4096, 4096, 4096 * 4096)
+    assert HARD_LIMITS.max_pixels == 16 * 2**20
+    msg = image_message(TS, BagSpec(), np.zeros((100, 1030, 3), np.uint8), 1, ros1=False)
+    with pytest.raises(ImageError, match="1030x100, over the limit 1024x768"):
+        decode_image(msg, None, cam)
+    assert decode_image(msg).shape == (100, 1030, 3)  # within the hard caps
+
+
+@pytest.mark.parametrize(
+    ("fmt", "data"),
+    [
+        ("png", _png_claiming(30000, 30000)),
+        ("jpeg", _jpeg_claiming(40000, 40000)),
+        ("rgb8; jpeg compressed bgr8", _jpeg_claiming(30000, 30000)),
+    ],
+)
+def test_compressed_headers_over_the_caps_are_refused_before_decoding(fmt, data) -> None:
+    # Before: the PNG inflated to 30000x30000 (9 s, 3.5 GB), the JPEG was decoded for 1.7 s.
+    _timed_refusal(SimpleNamespace(format=fmt, data=data), "header of compressed image.*over the")
+
+
+def test_a_jpeg_truncated_then_closed_is_refused() -> None:
+    # Before: decoded with libjpeg's warning "premature end of data segment" and stepped.
+    smooth = cv2.GaussianBlur(RNG.integers(0, 256, (120, 160, 3), dtype=np.uint8), (9, 9), 3)
+    jpg = cv2.imencode(".jpg", smooth)[1].tobytes()
+    cut = jpg[: len(jpg) // 2] + b"\xff\xd9"
+    with pytest.raises(ImageError, match="corrupt JPEG.*libjpeg: Corrupt JPEG data"):
+        decode_image(SimpleNamespace(format="jpeg", data=cut))
+    junk = jpg[:-2] + b"\x12\x34\x56\x78" * 4 + b"\xff\xd9"
+    with pytest.raises(ImageError, match="extraneous bytes"):
+        decode_image(SimpleNamespace(format="jpeg", data=junk), Preprocessing())
+    with pytest.raises(ImageError, match="truncated JPEG"):
+        decode_image(SimpleNamespace(format="jpeg", data=jpg[:-1]))
+    # zero padding after the end marker (some drivers' buffers) is not a truncation
+    padded = decode_image(SimpleNamespace(format="jpeg", data=jpg + b"\0" * 7))
+    np.testing.assert_array_equal(padded, decode_image(SimpleNamespace(format="jpeg", data=jpg)))
+
+
+def test_a_truncated_png_is_refused() -> None:
+    png = cv2.imencode(".png", RGB)[1].tobytes()
+    with pytest.raises(ImageError, match="truncated PNG"):
+        decode_image(SimpleNamespace(format="png", data=png[:-12]))
+    with pytest.raises(ImageError, match="IHDR"):
+        decode_image(SimpleNamespace(format="png", data=png[:20]))
+
+
+@pytest.mark.parametrize(
+    ("ext", "name"),
+    [(".bmp", "BMP"), (".tiff", "TIFF"), (".webp", "WebP"), (".ppm", "PPM"), (".pgm", "PGM")],
+)
+@pytest.mark.parametrize("label", ["png", "jpeg", "bgr8; jpeg compressed bgr8"])
+def test_other_formats_labelled_png_or_jpeg_are_refused(ext: str, name: str, label: str) -> None:
+    # Before: OpenCV decoded whatever it recognised, whatever the label said.
+    img = RGB[..., 0] if ext == ".pgm" else RGB
+    data = cv2.imencode(ext, img)[1].tobytes()
+    want = "png" if "png" in label else "jpeg"
+    with pytest.raises(ImageError, match=f"the data is {name}, not {want}"):
+        decode_image(SimpleNamespace(format=label, data=data))
+
+
+def test_gif_and_a_swapped_label_are_refused() -> None:
+    with pytest.raises(ImageError, match="the data is GIF, not png"):
+        decode_image(SimpleNamespace(format="png", data=b"GIF89a" + b"\0" * 40))
+    png = cv2.imencode(".png", RGB)[1].tobytes()
+    jpg = cv2.imencode(".jpg", RGB)[1].tobytes()
+    with pytest.raises(ImageError, match="the data is png, not jpeg"):
+        decode_image(SimpleNamespace(format="jpeg", data=png))
+    with pytest.raises(ImageError, match="the data is jpeg, not png"):
+        decode_image(SimpleNamespace(format="png", data=jpg))
+
+
+def test_size_fields_that_are_not_integers_are_refused() -> None:
+    msg = SimpleNamespace(encoding="mono8", height=2.5, width=2, step=2, is_bigendian=0, data=b"")
+    with pytest.raises(ImageError, match="field height must be an integer"):
+        decode_image(msg)
+
+
+def test_preprocessing_size_must_be_a_bounded_integer() -> None:
+    for size in (64.7, "64", True, 100_000):
+        with pytest.raises(ImageError, match="size"):
+            Preprocessing.from_dict({"crop": None, "size": size})
+    with pytest.raises(ImageError, match="crop"):
+        Preprocessing.from_dict({"crop": "0 0 1 1", "size": 64})
