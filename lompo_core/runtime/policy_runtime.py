@@ -14,13 +14,23 @@ from typing import Any
 import numpy as np
 
 from lompo_core.actions import ActionScaling
-from lompo_core.data.preprocess import Preprocessing, decode_image, preprocess
+from lompo_core.data.preprocess import (
+    DEFAULT_LIMITS,
+    ImageLimits,
+    Preprocessing,
+    check_array,
+    decode_image,
+    preprocess,
+)
 from lompo_core.errors import ImageError, PolicyError
 from lompo_core.runtime.result import NONFINITE, RuntimeResult
 from lompo_core.runtime.sidecar import (
     INPUT_NAMES,
+    MANIFEST_FIELD,
     ONNX_FILE,
     OUTPUT_NAMES,
+    camera_size,
+    manifest_sha256,
     read_sidecar,
     shapes,
 )
@@ -29,9 +39,25 @@ _ORT_TYPES = {"tensor(uint8)": "uint8", "tensor(float)": "float32"}
 
 
 class PolicyRuntime:
-    """One exported policy (``policy.onnx`` + ``policy.json``) and its recurrent state."""
+    """One exported policy (``policy.onnx`` + ``policy.json``) and its recurrent state.
 
-    def __init__(self, policy_dir: str | Path, threads: int = 1):
+    ``expected_sha256`` pins the policy: the manifest hash over both files (``manifest_sha256``,
+    printed by ``lompo export`` and stored in the sidecar) must equal it, so a launch that names
+    the hash runs that policy or none. ``image_limits`` overrides the size caps on camera frames,
+    which otherwise follow the camera the policy was trained on (``dataset.camera`` in the
+    sidecar, ``CAMERA_HEADROOM`` times each side) or, without one, ``DEFAULT_LIMITS``.
+    ``warnings`` lists one line per accepted doubt (a sidecar without a manifest) for the node
+    to log at load.
+    """
+
+    def __init__(
+        self,
+        policy_dir: str | Path,
+        threads: int = 1,
+        *,
+        expected_sha256: str | None = None,
+        image_limits: ImageLimits | None = None,
+    ):
         import hashlib
 
         import onnxruntime as ort
@@ -39,6 +65,10 @@ class PolicyRuntime:
         self.policy_dir = Path(policy_dir)
         if not isinstance(threads, int) or threads < 1:
             raise PolicyError(f"threads must be an integer >= 1, got {threads!r}")
+        pinned = _pinned_hash(expected_sha256)
+        if image_limits is not None and not isinstance(image_limits, ImageLimits):
+            raise PolicyError(f"image_limits must be an ImageLimits, got {image_limits!r}")
+        self.warnings: list[str] = []
         self.sidecar: dict[str, Any] = read_sidecar(self.policy_dir)
         sidecar_path = self.policy_dir / "policy.json"
         if self.sidecar["onnx_file"] != ONNX_FILE:  # never a path that leaves the folder
@@ -58,6 +88,13 @@ class PolicyRuntime:
                 f"'onnx_sha256' ({str(self.sidecar['onnx_sha256'])[:12]}...): the model and its "
                 "sidecar come from different exports"
             )
+        self.manifest_sha256 = manifest_sha256(self.sidecar, model_bytes)
+        # A pinned policy is checked first: other bytes never reach the checks or onnxruntime.
+        if pinned is not None and pinned != self.manifest_sha256:
+            raise PolicyError(
+                f"{self.policy_dir}: manifest sha256 {self.manifest_sha256[:12]}... is not the "
+                f"pinned expected_sha256 {pinned[:12]}...: this is not the policy the launch names"
+            )
         try:
             self.preprocessing = Preprocessing.from_dict(self.sidecar["preprocessing"])
         except (ImageError, TypeError, ValueError) as exc:
@@ -71,6 +108,10 @@ class PolicyRuntime:
                 f"{sidecar_path}: field 'preprocessing' has keys {sorted(got_keys)}, "
                 f"expected {sorted(want_keys)}"
             )
+        if image_limits is None:
+            camera = camera_size(sidecar_path, self.sidecar)
+            image_limits = DEFAULT_LIMITS if camera is None else ImageLimits.for_camera(*camera)
+        self.image_limits = image_limits
         action = self.sidecar["action"]
         self.action_scaling = ActionScaling(
             names=tuple(str(n) for n in action["names"]),
@@ -78,6 +119,21 @@ class PolicyRuntime:
             max_speed=tuple(float(m) for m in action["max"]),
         )
         self.uncertainty_threshold = float(self.sidecar["uncertainty_threshold"])
+
+        # Every field has been checked on its own; the manifest says they are the ones exported.
+        stored = self.sidecar.get(MANIFEST_FIELD)
+        if stored is None:
+            self.warnings.append(
+                f"{sidecar_path}: no field {MANIFEST_FIELD!r} (exported before manifests); "
+                f"policy.onnx and policy.json are checked as one unit only if pinned: "
+                f"expected_sha256={self.manifest_sha256}"
+            )
+        elif stored != self.manifest_sha256:
+            raise PolicyError(
+                f"{sidecar_path}: field {MANIFEST_FIELD!r} ({stored[:12]}...) does not match "
+                f"policy.onnx and policy.json ({self.manifest_sha256[:12]}...): one of them was "
+                "changed after export"
+            )
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
@@ -216,11 +272,12 @@ class PolicyRuntime:
                 raise _InputNotFinite(f"NaN or Inf in the input image (dtype {image.dtype})")
             if image.size == 0:
                 raise ImageError(f"empty image array (shape {image.shape})")
+            check_array(image, self.image_limits)
             rgb = image
         elif image is None:
             raise ImageError("no image (None)")
         else:
-            rgb = decode_image(image, self.preprocessing)
+            rgb = decode_image(image, self.preprocessing, self.image_limits)
         out = preprocess(rgb, self.preprocessing)
         if out.shape != self.image_shape[1:] or out.dtype != np.uint8:
             raise ImageError(
@@ -231,3 +288,13 @@ class PolicyRuntime:
 
 class _InputNotFinite(Exception):
     pass
+
+
+def _pinned_hash(value: str | None) -> str | None:
+    """``expected_sha256`` as 64 lower-case hex digits; '' or None means not pinned."""
+    if value is None or value == "":
+        return None
+    text = str(value).strip().lower()
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise PolicyError(f"expected_sha256 must be 64 hex digits (or empty), got {value!r}")
+    return text

@@ -224,10 +224,17 @@ def copy_policy(src: Path, dst: Path) -> Path:
     return dst
 
 
-def edit_sidecar(folder: Path, change) -> None:
+def edit_sidecar(folder: Path, change, resign: bool = True) -> None:
+    """Change the sidecar; ``resign`` rewrites its manifest too, as a forger would, so that the
+    field's own check is what refuses it."""
+    from lompo_core.runtime.sidecar import manifest_sha256
+
     path = folder / "policy.json"
     sidecar = json.loads(path.read_text())
+    before = sidecar.get("manifest_sha256")
     change(sidecar)
+    if resign and "manifest_sha256" in sidecar and sidecar["manifest_sha256"] == before:
+        sidecar["manifest_sha256"] = manifest_sha256(sidecar, (folder / "policy.onnx").read_bytes())
     path.write_text(json.dumps(sidecar))
 
 
@@ -243,8 +250,30 @@ def edit_sidecar(folder: Path, change) -> None:
         (lambda s: s["inputs"][2].update(shape=[1, 99]), "input 'deter' is tensor"),
         (lambda s: s.pop("uncertainty_threshold"), "missing field.*uncertainty_threshold"),
         (lambda s: s.update(uncertainty_threshold=float("nan")), "uncertainty_threshold"),
-        (lambda s: s["action"].update(max=[0.1]), "field 'action'"),
+        (lambda s: s["action"].update(max=[0.1]), "field 'action.max'"),
         (lambda s: s.update(onnx_file="../policy.onnx"), "field 'onnx_file'"),
+        # issue 16: every field the runtime uses is checked, finite and in range
+        (lambda s: s.update(uncertainty_threshold=0), "'uncertainty_threshold' must be .* > 0"),
+        (lambda s: s.update(uncertainty_threshold=1e30), "above the calibration's maximum"),
+        (lambda s: s.update(uncertainty_threshold=True), "'uncertainty_threshold' must be"),
+        (lambda s: s["uncertainty_calibration"].update(max=float("inf")), "calibration.max"),
+        (lambda s: s["action"].update(max=[float("nan")] * 3), "field 'action.max'"),
+        (lambda s: s["action"].update(max=[0.1, 0.1, -1]), "field 'action.max'"),
+        (lambda s: s["action"].update(names=["a", "a", "b"]), "'action.names' repeats"),
+        (lambda s: s["action"].update(names=["a", "b"], max=[0.1, 0.1]), "'action.names' names 2"),
+        (lambda s: s["action"].update(names=["a", "", "c"]), "'action.names' must be"),
+        (lambda s: s["action"].update(unit=7), "'action.unit'"),
+        (lambda s: s["preprocessing"].update(crop=[0, 0, 1, float("nan")]), "preprocessing.*crop"),
+        (lambda s: s["preprocessing"].update(crop=[0.3, 0.3, 0.3, 0.9]), "preprocessing.*crop"),
+        (lambda s: s["preprocessing"].update(size=64.5), "preprocessing.*size"),
+        (lambda s: s.update(control_rate_hz=-10), "field 'control_rate_hz'"),
+        (lambda s: s.update(control_rate_hz=1e9), "field 'control_rate_hz'"),
+        (lambda s: s.update(onnx_sha256=17), "field 'onnx_sha256' must be 64 hex"),
+        (lambda s: s.update(manifest_sha256="abc"), "field 'manifest_sha256' must be 64 hex"),
+        (lambda s: s.update(dataset={"camera": {"width": 0, "height": 5}}), "'dataset.camera'"),
+        (lambda s: s.update(inputs=5), "field 'inputs' must be a list"),
+        (lambda s: s["outputs"][0].update(shape=[]), "output.* 'action' has a bad shape"),
+        (lambda s: s["inputs"][2].update(shape=[1, 2**30]), "'deter' has a bad shape"),
     ],
 )
 def test_refuses_a_mismatched_sidecar(tmp_path, exported, change, match):
@@ -268,7 +297,7 @@ def test_refuses_a_changed_or_broken_onnx_file(tmp_path, exported):
     (folder / "policy.onnx").write_bytes(b"not an onnx model")
     edit_sidecar(
         folder, lambda s: s.update(onnx_sha256=hashlib.sha256(b"not an onnx model").hexdigest())
-    )
+    )  # the manifest rewritten too: only onnxruntime stands in the way
     with pytest.raises(PolicyError, match="onnxruntime cannot load it"):
         PolicyRuntime(folder)
 
@@ -304,3 +333,135 @@ def test_runtime_imports_no_torch_nor_mujoco(exported):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", f"the runtime imported {out.stdout.strip()}"
+
+
+# -- issue 16: the sidecar and the onnx file verified as one unit -----------------------------
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda s: s.update(uncertainty_threshold=s["uncertainty_threshold"] * 0.9),
+        lambda s: s["action"].update(names=["linear.y", "linear.x", "linear.z"]),
+        lambda s: s["preprocessing"].update(crop=[0.1, 0.0, 0.9, 0.8]),
+        lambda s: s.update(control_rate_hz=30.0),
+    ],
+)
+def test_an_edit_that_passes_every_field_check_breaks_the_manifest(tmp_path, exported, change):
+    # Before: a changed threshold, crop, rate or swapped action names loaded silently.
+    folder = copy_policy(exported[1], tmp_path / "p")
+    edit_sidecar(folder, change, resign=False)
+    with pytest.raises(PolicyError, match="field 'manifest_sha256' .* does not match"):
+        PolicyRuntime(folder)
+
+
+def test_an_edited_onnx_with_its_sha256_rewritten_is_refused(tmp_path, exported):
+    # Before: accepted (the sidecar's onnx_sha256 was the only check).
+    import hashlib
+
+    folder = copy_policy(exported[1], tmp_path / "p")
+    data = bytearray((folder / "policy.onnx").read_bytes())
+    data[-1] ^= 0x01
+    (folder / "policy.onnx").write_bytes(bytes(data))
+    digest = hashlib.sha256(bytes(data)).hexdigest()
+    edit_sidecar(folder, lambda s: s.update(onnx_sha256=digest), resign=False)
+    with pytest.raises(PolicyError, match="manifest_sha256"):
+        PolicyRuntime(folder)
+
+
+def test_a_pinned_hash_accepts_only_that_policy(tmp_path, exported):
+    rt = PolicyRuntime(exported[1])
+    assert rt.manifest_sha256 == rt.sidecar["manifest_sha256"] and not rt.warnings
+    PolicyRuntime(exported[1], expected_sha256=rt.manifest_sha256.upper())
+    assert PolicyRuntime(exported[1], expected_sha256="").manifest_sha256 == rt.manifest_sha256
+    with pytest.raises(PolicyError, match="is not the pinned expected_sha256"):
+        PolicyRuntime(exported[1], expected_sha256="0" * 64)
+    with pytest.raises(PolicyError, match="expected_sha256 must be 64 hex digits"):
+        PolicyRuntime(exported[1], expected_sha256="abc")
+    # a forger who rewrites both files and the manifest still fails the pin
+    folder = copy_policy(exported[1], tmp_path / "p")
+    edit_sidecar(folder, lambda s: s.update(uncertainty_threshold=s["uncertainty_threshold"] / 2))
+    assert PolicyRuntime(folder).manifest_sha256 != rt.manifest_sha256
+    with pytest.raises(PolicyError, match="pinned"):
+        PolicyRuntime(folder, expected_sha256=rt.manifest_sha256)
+
+
+def test_a_sidecar_without_a_manifest_loads_with_a_warning(tmp_path, exported):
+    folder = copy_policy(exported[1], tmp_path / "p")
+    edit_sidecar(folder, lambda s: s.pop("manifest_sha256"))
+    rt = PolicyRuntime(folder)
+    assert len(rt.warnings) == 1 and "no field 'manifest_sha256'" in rt.warnings[0]
+    assert f"expected_sha256={rt.manifest_sha256}" in rt.warnings[0]
+    PolicyRuntime(folder, expected_sha256=rt.manifest_sha256)  # pinning still works
+
+
+def test_the_shipped_policy_carries_its_manifest():
+    root = Path(__file__).resolve().parents[2] / "models" / "drawer_close"
+    rt = PolicyRuntime(root)
+    assert rt.warnings == [] and rt.manifest_sha256 == rt.sidecar["manifest_sha256"]
+    assert rt.image_limits.max_width == 1024  # 8 x its 128 px training camera
+
+
+# -- issue 16: bombs through the runtime and the controller ------------------------------------
+
+
+def _bombs() -> dict[str, object]:
+    import struct
+    import zlib
+
+    Compressed = TS.types["sensor_msgs/msg/CompressedImage"]
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 91))
+        + chunk(b"IEND", b"")
+    )
+    jpg = bytearray(cv2.imencode(".jpg", scene(48, 64))[1].tobytes())
+    i = bytes(jpg).index(b"\xff\xc0")
+    jpg[i + 5 : i + 9] = bytes([0x9C, 0x40, 0x9C, 0x40])  # 40000 x 40000
+    smooth = cv2.GaussianBlur(scene(120, 160), (9, 9), 3)
+    good = cv2.imencode(".jpg", smooth)[1].tobytes()
+
+    def comp(fmt: str, data: bytes):
+        return Compressed(header=_header(), format=fmt, data=np.frombuffer(data, np.uint8))
+
+    return {
+        "holds 30 bytes": image_msg(np.zeros((1, 10, 3), np.uint8), "rgb8", step=4294967295),
+        "PNG header of compressed image": comp("png", png),
+        "JPEG header of compressed image": comp("jpeg", bytes(jpg)),
+        "corrupt JPEG": comp("jpeg", good[: len(good) // 2] + b"\xff\xd9"),
+        "the data is BMP": comp("jpeg", cv2.imencode(".bmp", smooth)[1].tobytes()),
+        "the data is TIFF": comp("png", cv2.imencode(".tiff", smooth)[1].tobytes()),
+    }
+
+
+@pytest.mark.parametrize("words", list(_bombs()))
+def test_bombs_are_refused_fast_and_give_a_zero_command(runtime, words):
+    msg = _bombs()[words]
+    r = runtime.step(msg)
+    assert not r.ok and r.reason.startswith("decode: ") and words in r.reason, r.reason
+    assert "\n" not in r.reason and r.latency_s < 0.05
+    c = Controller(ControllerConfig(), runtime.action_scaling, runtime.uncertainty_threshold)
+    d = c.on_result(r, 1.0)
+    assert not d.command.any() and d.intervened and d.reason.startswith("no action: decode: ")
+
+
+def test_image_limits_follow_the_training_camera(tmp_path, exported):
+    folder = copy_policy(exported[1], tmp_path / "p")
+    edit_sidecar(folder, lambda s: s.update(dataset={"camera": {"width": 64, "height": 48}}))
+    rt = PolicyRuntime(folder)
+    assert (rt.image_limits.max_width, rt.image_limits.max_height) == (512, 384)
+    assert rt.step(scene(384, 512)).ok
+    r = rt.step(image_msg(scene(385, 512), "rgb8"))
+    assert not r.ok and "512x385, over the limit 512x384" in r.reason
+    r = rt.step(scene(48, 600))  # arrays too
+    assert not r.ok and "image array is 600x48, over the limit" in r.reason
+    from lompo_core.data.preprocess import ImageLimits
+
+    wide = PolicyRuntime(folder, image_limits=ImageLimits(max_width=700, max_height=700))
+    assert wide.step(scene(48, 600)).ok
