@@ -7,6 +7,10 @@ action per image; the controller decides what reaches the robot:
   ``reset()`` leaves it, so that a human or a new episode acknowledges the fault);
 - a watchdog: no fresh valid image within ``image_timeout_s`` -> zero command;
 - clamp to ``max_action`` and limit the change per step to ``max_action_change``;
+- a physical speed limit that does not come from the policy's sidecar: the command's norm is
+  scaled down to ``max_linear_speed`` (m/s) for linear velocity commands, each joint's command
+  clipped to ``max_joint_speed`` (rad/s) for joint velocities, on every command sent; a sidecar
+  whose ``action.max`` exceeds ``action_max_ceiling`` is refused at load;
 - NaN or Inf anywhere (image, action, uncertainty, clock) -> zero command and halt;
 - uncertainty above the threshold for ``uncertainty_patience`` steps in a row -> warn, hold
   (zero command while it lasts) or halt.
@@ -29,6 +33,12 @@ INACTIVE = "inactive"
 ACTIVE = "active"
 HALTED = "halted"
 ON_UNCERTAIN = ("warn", "hold", "halt")
+LINEAR_UNIT = "m/s"
+JOINT_UNIT = "rad/s"
+DEFAULT_MAX_LINEAR_SPEED = 0.5  # m/s, on the command's norm (see docs/export-and-runtime.md)
+DEFAULT_MAX_JOINT_SPEED = 1.0  # rad/s, per joint
+DEFAULT_ACTION_MAX_CEILING = 2.0  # per axis, in the sidecar's unit
+_MARGIN = 1e-6
 
 
 @dataclass
@@ -44,6 +54,15 @@ class ControllerConfig:
     uncertainty_patience: int = 5  # consecutive steps above threshold before acting
     on_uncertain: str = "hold"  # "warn" | "hold" (zero command) | "halt"
     start_active: bool = True
+    # Physical limits, in the robot's units, set by whoever deploys (never read from the policy's
+    # sidecar, which is not trusted). The linear limit applies to the Euclidean norm of an m/s
+    # command (the direction is kept: the whole vector is scaled down); the joint limit to each
+    # component of a rad/s command.
+    max_linear_speed: float = DEFAULT_MAX_LINEAR_SPEED
+    max_joint_speed: float = DEFAULT_MAX_JOINT_SPEED
+    # The largest sidecar action.max (per axis, in its unit) a policy may declare at all: a
+    # policy declaring more is refused at load rather than clipped while running.
+    action_max_ceiling: float = DEFAULT_ACTION_MAX_CEILING
 
     def validate(self) -> None:
         """Raise LompoError naming the first bad field (a node's parameters come from YAML)."""
@@ -64,6 +83,10 @@ class ControllerConfig:
             raise LompoError(
                 f"uncertainty_patience must be an integer >= 1, got {self.uncertainty_patience!r}"
             )
+        for name in ("max_linear_speed", "max_joint_speed", "action_max_ceiling"):
+            value = getattr(self, name)
+            if not (_finite(value) and value > 0):
+                raise LompoError(f"{name} must be a finite number > 0, got {value!r}")
         if self.on_uncertain not in ON_UNCERTAIN:
             raise LompoError(
                 f"on_uncertain must be one of {', '.join(ON_UNCERTAIN)}, got {self.on_uncertain!r}"
@@ -89,9 +112,26 @@ class Controller:
         )
         if not _valid_threshold(chosen):
             raise LompoError(f"uncertainty threshold must be a number >= 0, got {chosen!r}")
+        maxima = [float(m) for m in action_scaling.max_speed]
+        if not all(math.isfinite(m) and 0 < m <= config.action_max_ceiling for m in maxima):
+            raise LompoError(
+                f"the policy's action.max {maxima} {action_scaling.unit} exceeds "
+                f"action_max_ceiling {config.action_max_ceiling:g} (or is not a finite number "
+                "> 0): refused rather than clipped"
+            )
+        if action_scaling.unit == LINEAR_UNIT:
+            self._speed_limit = float(config.max_linear_speed)
+        elif action_scaling.unit == JOINT_UNIT:
+            self._speed_limit = float(config.max_joint_speed)
+        else:
+            raise LompoError(
+                f"the policy's action unit {action_scaling.unit!r} has no physical limit here "
+                f"(the controller limits {LINEAR_UNIT} and {JOINT_UNIT} commands)"
+            )
         self.config = config
         self.action_scaling = action_scaling
         self.action_dim = len(action_scaling.max_speed)
+        self._maxima = np.asarray(maxima, np.float64)
         self.threshold = float(chosen)
         self.state = ACTIVE if config.start_active else INACTIVE
         self.halt_reason = ""
@@ -196,12 +236,15 @@ class Controller:
         clamped = np.clip(action, -limit, limit)
         step = self.config.max_action_change
         last = self._last_sent.astype(np.float64)
-        limited = np.clip(clamped, last - step, last + step)
+        rated = np.clip(clamped, last - step, last + step)
+        limited = self._speed_limited(rated)
         notes = []
         if np.any(clamped != action):
             notes.append("clamped")
-        if np.any(limited != clamped):
+        if np.any(rated != clamped):
             notes.append("rate limited")
+        if np.any(limited != rated):
+            notes.append("speed limited")
         if uncertain_note:
             notes.insert(0, uncertain_note)
         out = limited.astype(np.float32)
@@ -211,14 +254,42 @@ class Controller:
 
     # -- helpers -------------------------------------------------------------------------------
 
+    def _speed_limited(self, action: np.ndarray) -> np.ndarray:
+        """The normalised action whose physical command is within the physical speed limit."""
+        command = action * self._maxima
+        if self.action_scaling.unit == LINEAR_UNIT:
+            norm = float(np.sqrt(np.sum(command * command)))
+            if norm > self._speed_limit:
+                # Scale the whole vector: the arm keeps its direction, only slower. The 1e-6
+                # margin keeps the norm under the limit after the float32 rounding of the action.
+                return action * (self._speed_limit / norm * (1 - _MARGIN))
+            return action
+        limit = self._speed_limit * (1 - _MARGIN)
+        return np.clip(command, -limit, limit) / self._maxima
+
     def _decision(self, action: np.ndarray, reason: str, intervened: bool) -> Decision:
+        command = self.action_scaling.to_physical(action)
+        if not self._within_limit(command):
+            # Unreachable through _on_result; a last guard on every command that leaves here.
+            self.state = HALTED
+            self.halt_reason = f"command {command.tolist()} outside the physical limit"
+            action = np.zeros(self.action_dim, np.float32)
+            command = self.action_scaling.to_physical(action)
+            reason, intervened = f"halt: {self.halt_reason}", True
         return Decision(
             action=action,
-            command=self.action_scaling.to_physical(action),
+            command=command,
             state=self.state,
             reason=reason,
             intervened=intervened,
         )
+
+    def _within_limit(self, command: np.ndarray) -> bool:
+        if not np.all(np.isfinite(command)):
+            return False
+        if self.action_scaling.unit == LINEAR_UNIT:
+            return float(np.sqrt(np.sum(command * command))) <= self._speed_limit
+        return bool(np.all(np.abs(command) <= self._speed_limit))
 
     def _zero(self, reason: str, intervened: bool) -> Decision:
         self._last_sent = np.zeros(self.action_dim, np.float32)

@@ -181,3 +181,53 @@ def test_bad_config_is_refused_naming_the_field(field, value):
 def test_bad_sidecar_threshold_is_refused():
     with pytest.raises(LompoError, match="threshold"):
         make(threshold=float("nan"))
+
+
+# -- issue 16: a physical limit that does not come from the sidecar ----------------------------
+
+FAST = ActionScaling(names=("linear.x", "linear.y", "linear.z"), unit="m/s", max_speed=(0.8,) * 3)
+
+
+def test_the_linear_speed_limit_scales_the_command_norm_down_keeping_its_direction():
+    # Before: the command was action x action.max whatever that gave (0.8 m/s per axis here).
+    c = Controller(ControllerConfig(max_linear_speed=0.25), FAST, 1.0)
+    d = c.on_result(result((1.0, -1.0, 0.5)), 0.0)
+    speed = float(np.linalg.norm(d.command))
+    assert 0.2499 < speed <= 0.25 and "speed limited" in d.reason and d.intervened
+    np.testing.assert_allclose(d.command / speed, np.array([1, -1, 0.5]) / 1.5, rtol=1e-5)
+    slow = c.on_result(result((0.1, 0.0, 0.0)), 0.1)  # 0.08 m/s: untouched
+    assert slow.reason == "ok" and np.allclose(slow.command, [0.08, 0, 0])
+
+
+def test_the_default_speed_limit_binds_on_the_shipped_scaling():
+    d = Controller(ControllerConfig(), FAST, 1.0).on_result(result((1.0, 1.0, 1.0)), 0.0)
+    assert np.linalg.norm(d.command) <= ControllerConfig().max_linear_speed == 0.5
+
+
+def test_joint_velocities_are_limited_per_joint():
+    joints = ActionScaling(names=("j1", "j2"), unit="rad/s", max_speed=(2.0, 0.5))
+    c = Controller(ControllerConfig(max_joint_speed=1.0), joints, 1.0)
+    d = c.on_result(result((1.0, -1.0)), 0.0)
+    assert np.all(np.abs(d.command) <= 1.0) and d.command[0] > 0.999 and d.command[1] == -0.5
+
+
+@pytest.mark.parametrize("maximum", [2.5, 1000.0])
+def test_a_sidecar_action_max_over_the_ceiling_is_refused_at_load(maximum):
+    # Before: action.max 1000 gave commands of 932 m/s.
+    scaling = ActionScaling(names=("x", "y", "z"), unit="m/s", max_speed=(0.1, maximum, 0.1))
+    with pytest.raises(LompoError, match="action.max .* exceeds action_max_ceiling 2"):
+        Controller(ControllerConfig(), scaling, 1.0)
+    Controller(ControllerConfig(action_max_ceiling=maximum), scaling, 1.0)
+
+
+def test_an_action_unit_without_a_limit_is_refused():
+    scaling = ActionScaling(names=("x",), unit="furlongs/fortnight", max_speed=(0.1,))
+    with pytest.raises(LompoError, match="unit 'furlongs/fortnight' has no physical limit"):
+        Controller(ControllerConfig(), scaling, 1.0)
+
+
+@pytest.mark.parametrize("field", ["max_linear_speed", "max_joint_speed", "action_max_ceiling"])
+@pytest.mark.parametrize("value", [0.0, -1.0, float("nan"), float("inf")])
+def test_bad_physical_limits_are_refused_naming_the_field(field, value):
+    with pytest.raises(LompoError, match=field):
+        make(**{field: value})

@@ -1,7 +1,7 @@
 """Property-based fuzzing: thousands of malformed images and ROS image messages (rosbags' real
 message classes) thrown at PolicyRuntime and Controller. Whatever comes in, no exception escapes,
 a bad input gives a zero command with a reason, and what the controller sends is always finite,
-clamped and rate limited."""
+clamped, rate limited and within the physical speed limit."""
 
 from __future__ import annotations
 
@@ -118,6 +118,7 @@ def test_runtime_and_controller_survive_anything(runtime, image, now):
     d = c.on_result(r, now)
     assert d.reason and d.state in ("active", "halted")
     assert np.all(np.isfinite(d.action)) and np.all(np.isfinite(d.command))
+    assert np.linalg.norm(d.command) <= c.config.max_linear_speed
     if not r.ok or not np.isfinite(now):
         assert not d.action.any() and not d.command.any() and d.intervened
 
@@ -152,6 +153,7 @@ configs = st.builds(
     uncertainty_patience=st.integers(1, 4),
     on_uncertain=st.sampled_from(["warn", "hold", "halt"]),
     start_active=st.booleans(),
+    max_linear_speed=st.floats(0.01, 1.0),
 )
 
 
@@ -160,7 +162,7 @@ configs = st.builds(
 def test_controller_invariants(config, sequence):
     from lompo_core.actions import ActionScaling
 
-    scaling = ActionScaling(("x", "y", "z"), "m/s", (0.2, 0.2, 0.2))
+    scaling = ActionScaling(("x", "y", "z"), "m/s", (0.8, 0.8, 0.8))
     c = Controller(config, scaling, threshold=0.5)
     last = np.zeros(3, np.float32)
     for op, result, now in sequence:
@@ -181,6 +183,7 @@ def test_controller_invariants(config, sequence):
         assert d.action.shape == (3,) and np.all(np.isfinite(d.action))
         np.testing.assert_allclose(d.command, scaling.to_physical(d.action))
         assert np.all(np.abs(d.action) <= config.max_action + 1e-6)
+        assert np.linalg.norm(d.command) <= config.max_linear_speed  # the physical limit
         if d.action.any():
             # moving: only when active, never faster than the rate limit allows
             assert d.state == "active" and result is not None and result.ok
