@@ -23,7 +23,7 @@ def test_reproduce_pipeline_debug(tmp_path):
         IMAGE_SIZE="96",
         EVAL_EPISODES="2",
         EVAL_SEED="500",
-        TRAIN_ARGS="eval.every=10 eval.episodes=1 eval.max_steps=5",  # best.pt, then exported
+        TRAIN_ARGS="agent.select=offline",  # offline.pt (held-out signal), then exported
         LOMPO=str(Path(sys.executable).parent / "lompo"),
     )
 
@@ -53,7 +53,8 @@ def test_reproduce_pipeline_debug(tmp_path):
     sidecar = json.loads((tmp_path / "policy" / "policy.json").read_text())
     assert sidecar["dataset"]["hash"] == meta["content_hash"]
     assert sidecar["dataset"]["camera"]["width"] == 96
-    assert sidecar["training"]["checkpoint"].endswith("checkpoints/best.pt")
+    assert sidecar["training"]["checkpoint"].endswith("checkpoints/offline.pt")
+    assert sidecar["training"]["selection"] == "offline:model_value"
     assert math.isfinite(sidecar["uncertainty_threshold"]) and sidecar["uncertainty_threshold"] > 0
 
     report = json.loads((tmp_path / "eval" / "eval.json").read_text())
