@@ -63,12 +63,12 @@ def write_bag(path: Path, frames: int, encoding: str, storage: str, zstd: bool =
             if encoding == "jpeg":
                 _, buf = cv2.imencode(".jpg", frame[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
                 msg = ts.types[ctype](
-                    header=m.header(ts, t, "cam"), format="jpeg", data=buf.ravel()
+                    header=m.kit().header(t, "cam"), format="jpeg", data=buf.ravel()
                 )
             else:
-                msg = m.image_msg(ts, frame, t)
+                msg = m.kit().image(frame, t)
             w.write(ci, t, ts.serialize_cdr(msg, ctype))
-            cmd = m.twist_msg(ts, np.sin([k / 10, k / 13, k / 17]) * 0.5, t + dt // 4)
+            cmd = m.kit().twist_stamped(np.sin([k / 10, k / 13, k / 17]) * 0.5, t + dt // 4)
             w.write(cc, t + dt // 4, ts.serialize_cdr(cmd, m.TWIST_STAMPED_TYPE))
     return sum(p.stat().st_size for p in path.iterdir())
 

@@ -90,14 +90,14 @@ def bench(step, policy: Path, size: tuple[int, int], steps: int, warmup: int) ->
     import torch
 
     from lompo_core.data.preprocess import to_model_image
-    from lompo_core.messages import image_msg, typestore
+    from lompo_core.messages import kit
     from lompo_core.runtime import Controller, ControllerConfig, PolicyRuntime, RuntimeResult
 
     h, w = size
     rng = np.random.default_rng(1)
     # Pixel values do not change the arithmetic of decode, resize or the network.
     frames = [
-        image_msg(typestore("jazzy"), rng.integers(0, 256, (h, w, 3), dtype=np.uint8), i)
+        kit().image(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), i)
         for i in range(8)
     ]
     runtime = PolicyRuntime(policy, threads=1)

@@ -68,6 +68,7 @@ def record_episode(
     first_success = None
     # rosbag2 format 9 is Jazzy's; Humble's rosbag2 reads only up to format 8.
     version = 9 if distro == "jazzy" else 8
+    kit = m.MessageKit.from_typestore(ts)
     with Writer(tmp, version=version, storage_plugin=_storage(storage)) as writer:
         conn_image = writer.add_connection(m.IMAGE_TOPIC, m.IMAGE_TYPE, typestore=ts)
         conn_cmd = writer.add_connection(m.COMMAND_TOPIC, m.TWIST_STAMPED_TYPE, typestore=ts)
@@ -77,13 +78,13 @@ def record_episode(
         while True:
             t = start_ns + k * dt_ns
             writer.write(
-                conn_image, t, ts.serialize_cdr(m.image_msg(ts, step.image, t), m.IMAGE_TYPE)
+                conn_image, t, ts.serialize_cdr(kit.image(step.image, t), m.IMAGE_TYPE)
             )
             writer.write(
-                conn_reward, t, ts.serialize_cdr(m.float32_msg(ts, step.reward), m.FLOAT32_TYPE)
+                conn_reward, t, ts.serialize_cdr(kit.float32(step.reward), m.FLOAT32_TYPE)
             )
             writer.write(
-                conn_success, t, ts.serialize_cdr(m.bool_msg(ts, step.success), m.BOOL_TYPE)
+                conn_success, t, ts.serialize_cdr(kit.bool(step.success), m.BOOL_TYPE)
             )
             if step.success and first_success is None:
                 first_success = k
@@ -91,7 +92,7 @@ def record_episode(
                 break
             action = policy.act(step.state)
             t_cmd = t + dt_ns // 4
-            twist = m.twist_msg(ts, sim.action_scaling.to_physical(action), t_cmd)
+            twist = kit.twist_stamped(sim.action_scaling.to_physical(action), t_cmd)
             writer.write(conn_cmd, t_cmd, ts.serialize_cdr(twist, m.TWIST_STAMPED_TYPE))
             step = sim.step(action)
             k += 1

@@ -22,6 +22,7 @@ from lompo_core import messages as m
 from lompo_core.data.dataset import atomic_write_bytes
 
 DT_NS = 12_500_000  # one control step at 80 Hz on the virtual clock
+START_NS = 1_000_000_000  # the virtual clock's start: a stamp of 0 would read as unstamped
 
 
 @dataclass
@@ -91,7 +92,7 @@ class _ExpertSide:
     """The scripted expert in the policy's seat: it reads the sim state, not the image."""
 
     def __init__(self, sim, kit):
-        from lompo_core.nodes import SERVO_TWIST, command_message
+        from lompo_core.nodes.common import SERVO_TWIST, command_message
         from lompo_core.sim.policies import ExpertPolicy
 
         self._sim, self._kit, self._expert = sim, kit, ExpertPolicy()
@@ -119,12 +120,17 @@ class _PolicySide:
     """policy_node's logic (PolicyCore) on a policy folder."""
 
     def __init__(self, policy_dir: Path, kit):
-        from lompo_core.nodes import PolicyCore, PolicyNodeParams
+        from lompo_core.nodes.policy import PolicyCore, PolicyNodeParams
 
         self.core = PolicyCore.load(PolicyNodeParams(model_path=str(policy_dir), threads=1), kit)
+        self.core.activate()
+        self._episode: int | None = None
 
     def on_episode(self, episode: int) -> None:
-        self.core.on_episode(episode)
+        # What sim_node's call of the policy's ~/reset does before each episode's first frame.
+        if episode != self._episode:
+            self.core.reset()
+        self._episode = episode
 
     def on_image(self, msg: Any, now_ns: int) -> tuple[Any, dict]:
         t0 = time.perf_counter()
@@ -196,13 +202,9 @@ def evaluate(
     """
     from tqdm import tqdm
 
-    from lompo_core.nodes import (
-        LOCKSTEP,
-        MessageKit,
-        SimLoop,
-        command_to_action,
-        sim_frame_messages,
-    )
+    from lompo_core.messages import MessageKit
+    from lompo_core.nodes.common import command_to_action
+    from lompo_core.nodes.sim import LOCKSTEP, SimLoop, sim_frame_messages
     from lompo_core.sim.drawer import DrawerCloseSim
 
     if episodes < 1:
@@ -218,7 +220,7 @@ def evaluate(
     latencies: list[float] = []
     reasons: Counter[str] = Counter()
     gif: list[np.ndarray] = []
-    ret, first_success, now_ns = 0.0, None, 0
+    ret, first_success, now_ns = 0.0, None, START_NS
     t_start = time.perf_counter()
     bar = tqdm(total=episodes, desc="eval", unit="ep", disable=not progress)
     try:

@@ -50,7 +50,7 @@ def test_parse_image_cdr_matches_rosbags(frame_id: str, encoding: str, pad: int)
 def test_parse_twist_cdr_matches_rosbags(frame_id: str) -> None:
     # Every frame id length lands the six doubles on another 8-byte alignment.
     values = np.random.default_rng(len(frame_id)).normal(size=6)
-    ref_msg = m.twist_msg(TS, values[:3], 1_700_000_000_987_654_321)
+    ref_msg = m.MessageKit.from_typestore(TS).twist_stamped(values[:3], 1_700_000_000_987_654_321)
     ref_msg.header.frame_id = frame_id
     ref_msg.twist.angular.x, ref_msg.twist.angular.y, ref_msg.twist.angular.z = values[3:]
     raw = bytes(TS.serialize_cdr(ref_msg, m.TWIST_STAMPED_TYPE))

@@ -105,7 +105,7 @@ def _write(path: Path, times: list[int], mode: CompressionMode | None = None) ->
         conn = w.add_connection(m.IMAGE_TOPIC, m.IMAGE_TYPE, typestore=ts)
         for k, t in enumerate(times):
             frame = np.full((480, 640, 3), k, np.uint8)
-            w.write(conn, t, ts.serialize_cdr(m.image_msg(ts, frame, t), m.IMAGE_TYPE))
+            w.write(conn, t, ts.serialize_cdr(m.kit().image(frame, t), m.IMAGE_TYPE))
 
 
 @pytest.mark.parametrize("mode", [CompressionMode.STORAGE, CompressionMode.MESSAGE])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from dataclasses import fields
 from typing import Any
 
@@ -33,3 +34,18 @@ def image_qos(reliability: str) -> QoSProfile:
 
 def now_ns(node: Node) -> int:
     return node.get_clock().now().nanoseconds
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def stop_on_signals() -> None:
+    """SIGINT and SIGTERM (launch, ``docker stop``, systemd) both end ``main`` as Ctrl-C does.
+
+    rclpy's own handlers are off (``SignalHandlerOptions.NO``) so that the context is still
+    valid when ``main`` publishes its last command. SIGINT is set explicitly: a process started
+    in the background by a non-interactive shell inherits it ignored.
+    """
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)

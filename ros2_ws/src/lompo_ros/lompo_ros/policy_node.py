@@ -1,28 +1,45 @@
 """policy_node: a lifecycle node that serves an exported lompo policy.
 
-configure: read parameters, load and verify the policy (lompo_core.nodes.PolicyCore.load).
-activate: subscribe to images and start the watchdog and diagnostics timers.
-deactivate: publish a zero command, then stop. Every decision is PolicyCore's.
+configure: read parameters, load and verify the policy (lompo_core.nodes.policy.PolicyCore).
+activate: subscribe to images. deactivate: unsubscribe, then publish a zero command.
+The watchdog and /diagnostics run in every state, on their own callback group, so that a slow
+policy step never delays them. Every decision is PolicyCore's.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from typing import Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import TwistStamped
+from rclpy._rclpy_pybind11 import RCLError
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import Node, State, TransitionCallbackReturn
-from rclpy.qos import QoSProfile
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import Float32, Float64MultiArray, Int32
+from std_msgs.msg import Float32, Float64MultiArray
 from std_srvs.srv import Trigger
 
 from lompo_core.errors import LompoError
-from lompo_core.nodes import COMPRESSED, SERVO_TWIST, MessageKit, PolicyCore, PolicyNodeParams
-from lompo_ros.common import declare_dataclass_parameters, image_qos, now_ns
+from lompo_core.messages import MessageKit
+from lompo_core.nodes.common import SERVO_TWIST
+from lompo_core.nodes.policy import (
+    COMPRESSED,
+    PolicyCore,
+    PolicyNodeParams,
+    unconfigured_diagnostics,
+)
+from lompo_ros.common import (
+    declare_dataclass_parameters,
+    image_qos,
+    now_ns,
+    stop_on_signals,
+)
 
 
 class PolicyNode(Node):
@@ -32,9 +49,43 @@ class PolicyNode(Node):
         self._values = declare_dataclass_parameters(self, PolicyNodeParams)
         self._kit = MessageKit.from_ros()
         self.core: PolicyCore | None = None
-        self._subs: list[Any] = []
-        self._timers: list[Any] = []
-        self._reset_srv = self.create_service(Trigger, "~/reset", self._on_reset)
+        self._why_unconfigured = "not configured yet"
+        self._image_sub: Any = None
+        self.lifecycle = "unconfigured"
+        # Held while a command is published and while the node stops, so that no command from
+        # an image callback still running can follow the stop's zero.
+        self._publishing = threading.Lock()
+        self._guard_lifecycle_service()
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        # Not a lifecycle publisher: a monitor hears the node in every state.
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        timers = MutuallyExclusiveCallbackGroup()
+        try:  # the timers' rates; any bad parameter fails configure, with its reason
+            p = PolicyNodeParams.from_mapping({**self._values, "model_path": "-"})
+        except LompoError:
+            p = PolicyNodeParams()
+        self.create_timer(1.0 / p.watchdog_rate_hz, self._on_watchdog, timers)
+        self.create_timer(1.0 / p.diagnostics_rate_hz, self._on_diagnostics, timers)
+
+    def _guard_lifecycle_service(self) -> None:
+        """Answer an invalid transition request with success=False instead of dying.
+
+        rclpy's change_state callback catches an unknown label but not a transition that the
+        current state does not offer: its RCLError would end the executor's spin.
+        """
+        service = next(s for s in self.services if s.srv_name.endswith("/change_state"))
+        handle = service.callback
+
+        def change_state(request: Any, response: Any) -> Any:
+            try:
+                return handle(request, response)
+            except RCLError as exc:
+                label = request.transition.label or request.transition.id
+                self.get_logger().warn(f"lifecycle transition {label!r} refused: {exc}")
+                response.success = False
+                return response
+
+        service.callback = change_state
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -44,7 +95,8 @@ class PolicyNode(Node):
             params = PolicyNodeParams.from_mapping(values)
             self.core = PolicyCore.load(params, self._kit)
         except LompoError as e:
-            self.get_logger().error(f"configure failed: {e}")
+            self._why_unconfigured = f"configure failed: {e}"
+            self.get_logger().error(self._why_unconfigured)
             return TransitionCallbackReturn.FAILURE
         msg_type = TwistStamped if params.command_interface == SERVO_TWIST else Float64MultiArray
         # Reliable, depth 1: a controller wants the newest command, and every one of them.
@@ -53,70 +105,68 @@ class PolicyNode(Node):
         )
         self._uncertainty_pub = self.create_lifecycle_publisher(Float32, "~/uncertainty", 10)
         self._debug_pub = self.create_lifecycle_publisher(Image, "~/debug_image", 1)
-        self._diag_pub = self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 10)
         sidecar = self.core.runtime.sidecar
         self.get_logger().info(
             f"loaded {params.model_path} (code {sidecar.get('code_version', '?')}); commands: "
             f"{params.command_interface} on {params.resolved_command_topic}"
         )
+        self.lifecycle = "inactive"
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         assert self.core is not None
         p = self.core.params
-        self.core.reset()
-        self.core.controller.activate()
+        self.core.activate()
         image_type = CompressedImage if p.image_transport == COMPRESSED else Image
-        self._subs = [
-            self.create_subscription(
-                image_type, p.image_topic, self._on_image, image_qos(p.image_reliability)
-            )
-        ]
-        if p.episode_topic:
-            self._subs.append(
-                self.create_subscription(
-                    Int32, p.episode_topic, self._on_episode, QoSProfile(depth=10)
-                )
-            )
-        self._timers = [
-            self.create_timer(1.0 / p.watchdog_rate_hz, self._on_watchdog),
-            self.create_timer(1.0 / p.diagnostics_rate_hz, self._on_diagnostics),
-        ]
+        self._image_sub = self.create_subscription(
+            image_type, p.image_topic, self._on_image, image_qos(p.image_reliability)
+        )
+        self.lifecycle = "active"
         return super().on_activate(state)
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
         self._stop()
+        self.lifecycle = "inactive"
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
-        for pub in (self._command_pub, self._uncertainty_pub, self._debug_pub, self._diag_pub):
+        for pub in (self._command_pub, self._uncertainty_pub, self._debug_pub):
             self.destroy_lifecycle_publisher(pub)
         self.core = None
+        self._why_unconfigured = "cleaned up"
+        self.lifecycle = "unconfigured"
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
-        if self._subs:  # shutting down while active: stop the arm first
+        if self._image_sub is not None:  # shutting down while active: stop the arm first
             self._stop()
+        self.core = None
+        self._why_unconfigured = "shut down"
+        self.lifecycle = "finalized"
         return TransitionCallbackReturn.SUCCESS
 
     def _stop(self) -> None:
         assert self.core is not None
-        for sub in self._subs:
-            self.destroy_subscription(sub)
-        for timer in self._timers:
-            self.destroy_timer(timer)
-        self._subs, self._timers = [], []
-        self.core.controller.deactivate()
-        # Published while the publisher is still active: the last word to the arm is "stop".
-        self._command_pub.publish(self.core.zero_command(now_ns(self)))
+        with self._publishing:
+            if self._image_sub is not None:
+                self.destroy_subscription(self._image_sub)
+                self._image_sub = None
+            self.core.deactivate()
+            # Published while the publisher is still active: the last word to the arm is "stop".
+            self._command_pub.publish(self.core.zero_command(now_ns(self)))
 
     # -- callbacks --------------------------------------------------------------------------
 
     def _on_image(self, msg: Any) -> None:
-        assert self.core is not None
+        core = self.core
+        if core is None:
+            return
         want_debug = self._debug_pub.get_subscription_count() > 0
-        out = self.core.on_image(msg, now_ns(self), want_debug)
-        self._command_pub.publish(out.command)
+        out = core.on_image(msg, now_ns(self), want_debug)
+        with self._publishing:
+            if self._image_sub is None:  # stopped while this image was stepped
+                return
+            self._command_pub.publish(out.command)
         self._uncertainty_pub.publish(out.uncertainty)
         if out.debug_image is not None:
             self._debug_pub.publish(out.debug_image)
@@ -124,50 +174,65 @@ class PolicyNode(Node):
             self.get_logger().warn(out.result.reason, throttle_duration_sec=5.0)
 
     def _on_watchdog(self) -> None:
-        assert self.core is not None
-        command = self.core.on_timer(now_ns(self))
-        if command is not None:
-            self._command_pub.publish(command)
+        core = self.core
+        if core is None:
+            return
+        with self._publishing:
+            command = core.on_timer(now_ns(self))
+            if command is not None and self._image_sub is not None:
+                self._command_pub.publish(command)
 
     def _on_diagnostics(self) -> None:
-        assert self.core is not None
         name = f"{self.get_fully_qualified_name()}: lompo policy"
-        self._diag_pub.publish(self.core.diagnostics(now_ns(self), name))
-
-    def _on_episode(self, msg: Int32) -> None:
-        assert self.core is not None
-        if self.core.on_episode(msg.data):
-            self.get_logger().info(f"episode {msg.data}: policy state reset")
+        core, stamp = self.core, now_ns(self)
+        if core is None:
+            msg = unconfigured_diagnostics(self._kit, stamp, name, self._why_unconfigured)
+        else:
+            msg = core.diagnostics(stamp, name, self.lifecycle)
+        self._diag_pub.publish(msg)
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        if self.core is None:
+        core = self.core
+        if core is None:
             response.success, response.message = False, "not configured"
         else:
-            self.core.reset()
+            core.reset()
             response.success = True
-            response.message = f"reset; controller {self.core.controller.state}"
+            response.message = f"reset; controller {core.controller.state}"
         return response
 
 
 def main(args: list[str] | None = None) -> int:
     # Without rclpy's signal handlers Ctrl-C (or launch's SIGINT) arrives as KeyboardInterrupt
-    # while the context is still valid, so the zero command can still be published.
+    # while the context is still valid, so the zero command can still be published; SIGTERM
+    # (docker stop, systemd) is made to do the same.
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop_on_signals()
     node = PolicyNode()
+    # Two threads: images, services and lifecycle on one, the watchdog and diagnostics on the
+    # other (their own callback group).
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(node)
+    code = 0
     try:
         if node.get_parameter("autostart").value:
             if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                return 1  # the reason is logged; under launch the node's exit shows it
-            node.trigger_activate()
-        rclpy.spin(node)
+                code = 1  # the reason is logged; under launch the node's exit shows it
+            else:
+                node.trigger_activate()
+        if code == 0:
+            executor.spin()
     except KeyboardInterrupt:
         pass
     finally:
-        if node._subs:
-            node.trigger_deactivate()  # sends the zero command
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the stop
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        executor.shutdown(timeout_sec=0)
+        if node._image_sub is not None:
+            node.trigger_deactivate()  # sends the zero command, the last one
         node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    return code
 
 
 if __name__ == "__main__":

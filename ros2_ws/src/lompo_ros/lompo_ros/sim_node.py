@@ -1,7 +1,9 @@
 """sim_node: the MuJoCo drawer task as a ROS node (camera out, commands in, reward and success).
 
-The episode logic (lockstep or real time, resets, seeds) is lompo_core.nodes.SimLoop's; the
-command mapping is lompo_core.nodes.command_to_action, with the scaling the datasets use.
+The episode logic (lockstep or real time, resets, seeds) is lompo_core.nodes.sim.SimLoop's; the
+command mapping is lompo_core.nodes.common.command_to_action, with the scaling the datasets use.
+With ``policy_reset_service`` set, each episode's first frame waits until the policy's
+``~/reset`` has answered, and until the policy listens to the camera.
 """
 
 from __future__ import annotations
@@ -18,17 +20,10 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Bool, Float32, Float64MultiArray, Int32
 from std_srvs.srv import Trigger
 
-from lompo_core.nodes import (
-    LOCKSTEP,
-    SERVO_TWIST,
-    MessageKit,
-    SimFrame,
-    SimLoop,
-    SimNodeParams,
-    command_to_action,
-    sim_frame_messages,
-)
-from lompo_ros.common import declare_dataclass_parameters, now_ns
+from lompo_core.messages import MessageKit
+from lompo_core.nodes.common import SERVO_TWIST, command_to_action
+from lompo_core.nodes.sim import LOCKSTEP, SimFrame, SimLoop, SimNodeParams, sim_frame_messages
+from lompo_ros.common import declare_dataclass_parameters, now_ns, stop_on_signals
 
 # Lockstep only checks for a stall on the timer, so it need not tick fast.
 LOCKSTEP_TICK_S = 0.1
@@ -44,7 +39,13 @@ class SimNode(Node):
         self.sim = DrawerCloseSim(image_size=p.image_size, max_steps=p.max_steps)
         # answer_final: policy_node answers every image, the episode's last one too.
         self.loop = SimLoop(
-            self.sim, p.mode, p.seed, p.command_timeout_s, p.stall_timeout_s, answer_final=True
+            self.sim,
+            p.mode,
+            p.seed,
+            p.command_timeout_s,
+            p.stall_timeout_s,
+            answer_final=True,
+            await_policy_reset=bool(p.policy_reset_service),
         )
         self._kit = MessageKit.from_ros()
         # Reliable, depth 1: lockstep must not lose the frame the policy answers to.
@@ -58,6 +59,10 @@ class SimNode(Node):
         cmd_type = TwistStamped if p.command_interface == SERVO_TWIST else Float64MultiArray
         self.create_subscription(cmd_type, p.resolved_command_topic, self._on_command, qos)
         self.create_service(Trigger, "~/reset", self._on_reset)
+        self._policy_reset = (
+            self.create_client(Trigger, p.policy_reset_service) if p.policy_reset_service else None
+        )
+        self._policy_reset_pending = False
         period = (
             LOCKSTEP_TICK_S if p.mode == LOCKSTEP else 1.0 / (p.rate_hz or self.sim.control_rate_hz)
         )
@@ -76,6 +81,32 @@ class SimNode(Node):
                     f"episode {frame.episode}: {frame.reason} after {frame.t} steps "
                     f"({self.loop.successes} successes so far)"
                 )
+            if frame.reason.startswith("stalled"):
+                self.get_logger().warn(
+                    f"no command for {self.params.stall_timeout_s} s: frame republished "
+                    f"(lockstep is no longer reproducible)"
+                )
+        if self.loop.awaiting_policy_reset:
+            self._request_policy_reset()
+
+    def _request_policy_reset(self) -> None:
+        """Ask the policy to reset once it listens to the camera; retried on every tick."""
+        client = self._policy_reset
+        if self._policy_reset_pending or client is None:
+            return
+        if self._pubs["image"].get_subscription_count() == 0 or not client.service_is_ready():
+            return
+        self._policy_reset_pending = True
+        client.call_async(Trigger.Request()).add_done_callback(self._on_policy_reset)
+
+    def _on_policy_reset(self, future: Any) -> None:
+        self._policy_reset_pending = False
+        response = future.result()
+        if response is None or not response.success:
+            why = response.message if response is not None else "no response"
+            self.get_logger().warn(f"policy reset refused ({why}); retrying", throttle_duration_sec=5.0)
+            return
+        self._publish(self.loop.policy_reset_done(self._now_s()))
 
     def _now_s(self) -> float:
         return now_ns(self) / 1e9
@@ -98,6 +129,7 @@ class SimNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop_on_signals()
     node = SimNode()
     try:
         rclpy.spin(node)

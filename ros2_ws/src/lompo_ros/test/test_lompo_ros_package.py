@@ -20,7 +20,9 @@ import pytest
 import yaml
 
 from lompo_core import messages as m
-from lompo_core import nodes
+from lompo_core.nodes import common
+from lompo_core.nodes.policy import PolicyNodeParams
+from lompo_core.nodes.sim import SimNodeParams
 
 PKG = Path(__file__).resolve().parents[1]
 REPO = PKG.parents[2]
@@ -28,8 +30,8 @@ LAUNCH = REPO / "launch" / "drawer_close.launch.py"
 CONFIG = PKG / "config" / "drawer_close.yaml"
 DOCKER = REPO / "docker"
 NODE_PARAMS = {
-    "policy_node": {f.name for f in fields(nodes.PolicyNodeParams)} | {"autostart"},
-    "sim_node": {f.name for f in fields(nodes.SimNodeParams)},
+    "policy_node": {f.name for f in fields(PolicyNodeParams)} | {"autostart"},
+    "sim_node": {f.name for f in fields(SimNodeParams)},
 }
 LAUNCH_ARGUMENTS = {
     "use_sim",
@@ -243,14 +245,14 @@ def test_launch_arguments_are_the_documented_ones_and_all_used(launch_file):
     unused = {var for var in configs if var not in launch_file.loads()}
     assert not unused, f"declared but never used: {unused}"
     choices = launch_file.kw(declared["command_interface"], "choices")
-    assert [c.value for c in choices.elts] == list(nodes.COMMAND_INTERFACES)
+    assert [c.value for c in choices.elts] == list(common.COMMAND_INTERFACES)
 
 
 def test_launch_constants_match_lompo_core(launch_file):
     c = launch_file.consts
     assert c["PACKAGE"] == "lompo_ros"
-    assert c["SERVO_TOPIC"] == nodes.DEFAULT_COMMAND_TOPICS[nodes.SERVO_TWIST]
-    assert c["JOINT_GROUP_TOPIC"] == nodes.DEFAULT_COMMAND_TOPICS[nodes.JOINT_GROUP]
+    assert c["SERVO_TOPIC"] == common.DEFAULT_COMMAND_TOPICS[common.SERVO_TWIST]
+    assert c["JOINT_GROUP_TOPIC"] == common.DEFAULT_COMMAND_TOPICS[common.JOINT_GROUP]
     assert (c["REWARD_TOPIC"], c["SUCCESS_TOPIC"]) == (m.REWARD_TOPIC, m.SUCCESS_TOPIC)
     image_default = launch_file.kw(launch_file.declared()["image_topic"], "default_value")
     assert image_default.value == m.IMAGE_TOPIC
@@ -286,14 +288,14 @@ def test_config_values_are_valid_parameters():
     policy = dict(config["/**/policy_node"]["ros__parameters"])
     assert policy.pop("autostart") is True
     policy["model_path"] = "/somewhere"  # the launch file fills it in
-    nodes.PolicyNodeParams.from_mapping(policy)
-    nodes.SimNodeParams.from_mapping(config["/**/sim_node"]["ros__parameters"])
+    PolicyNodeParams.from_mapping(policy)
+    SimNodeParams.from_mapping(config["/**/sim_node"]["ros__parameters"])
     # ROS parameter types are fixed by the declared default: a 0 where 0.0 is declared fails.
     for name, values in (
         ("policy_node", policy),
         ("sim_node", config["/**/sim_node"]["ros__parameters"]),
     ):
-        cls = nodes.PolicyNodeParams if name == "policy_node" else nodes.SimNodeParams
+        cls = PolicyNodeParams if name == "policy_node" else SimNodeParams
         for f in fields(cls):
             assert type(values[f.name]) is type(f.default), (name, f.name, values[f.name])
 
