@@ -21,6 +21,7 @@ import os
 import re
 import sys
 import threading
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -256,7 +257,7 @@ _REDUCED = {
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # frame headers; not DHT, JPG, DAC
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-_PNG_IEND = b"\x00\x00\x00\x00IEND\xae\x42\x60\x82"
+_MAX_PNG_CHUNKS = 4096  # libpng and OpenCV write 8 KB IDAT chunks: 32 MB of PNG
 # Other formats OpenCV would decode as readily, named in the refusal.
 _OTHER_MAGIC = (
     (b"BM", "BMP"),
@@ -277,6 +278,7 @@ _OTHER_MAGIC = (
     (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
     (b"\xff\x4f\xff\x51", "JPEG 2000"),
 )
+_MAX_JPEG_SCANS = 100  # progressive files have about 10
 _MAX_JPEG_SEGMENTS = 256  # APPn, DQT, DHT, ... before the frame header; real files have < 20
 # libjpeg's warnings (JWRN_* in jerror.h): the decoder carries on and returns an image, so each
 # one means the pixels are not the ones that were encoded.
@@ -286,6 +288,8 @@ _LIBJPEG_WARNING = re.compile(
     rb"Application transferred too many scanlines)[^\n]*",
     re.MULTILINE,
 )
+# libpng's errors: OpenCV returns no image, the line says why.
+_LIBPNG_ERROR = re.compile(rb"^libpng error: [^\n]*", re.MULTILINE)
 
 
 def _bytes_view(data: bytes | np.ndarray) -> memoryview:
@@ -347,6 +351,41 @@ def _png_header(b: memoryview) -> tuple[int, int]:
     return width, height
 
 
+def _png_chunks(b: memoryview, what: str) -> None:
+    """Walk a PNG's chunks: each within the file with its CRC right, IEND last, one frame.
+
+    OpenCV's PNG reader allocates what a chunk's length field says before it reads the chunk, so
+    one flipped bit in a length costs a gigabyte and seconds; the walk refuses that file first.
+    """
+    end, i, count = len(b), 8, 0
+    while i < end:
+        if i + 12 > end:
+            raise ImageError(f"cannot decode {what}: truncated PNG (a chunk header at byte {i})")
+        length = int.from_bytes(b[i : i + 4], "big")
+        kind = bytes(b[i + 4 : i + 8])
+        if length > end - i - 12:
+            raise ImageError(
+                f"cannot decode {what}: PNG chunk {kind!r} at byte {i} claims {length} bytes, "
+                f"the file has {end - i - 12} left (truncated or corrupt)"
+            )
+        if not kind.isalpha() or not kind.isascii():
+            raise ImageError(f"cannot decode {what}: corrupt PNG (chunk type {kind!r} at byte {i})")
+        crc = int.from_bytes(b[i + 8 + length : i + 12 + length], "big")
+        if zlib.crc32(b[i + 4 : i + 8 + length]) != crc:
+            raise ImageError(f"cannot decode {what}: corrupt PNG (chunk {kind.decode()} CRC)")
+        if kind in (b"acTL", b"fcTL", b"fdAT"):
+            raise ImageError(f"cannot decode {what}: animated PNG (one frame expected)")
+        count += 1
+        if count > _MAX_PNG_CHUNKS:
+            raise ImageError(f"cannot decode {what}: PNG with over {_MAX_PNG_CHUNKS} chunks")
+        i += 12 + length
+        if kind == b"IEND":
+            if i != end:
+                raise ImageError(f"cannot decode {what}: {end - i} bytes after the PNG's IEND")
+            return
+    raise ImageError(f"cannot decode {what}: truncated PNG (no IEND chunk at the end)")
+
+
 def _sniff(b: memoryview) -> str:
     """What the data's magic bytes say it is: 'jpeg', 'png' or the name of another format."""
     head = bytes(b[:16])
@@ -363,7 +402,7 @@ def _sniff(b: memoryview) -> str:
 
 
 class _StderrCapture:
-    """Reads what C code prints on file descriptor 2 during a call: libjpeg's warnings.
+    """Reads what C code prints on file descriptor 2 during a call: libjpeg and libpng messages.
 
     OpenCV decodes a JPEG with libjpeg and lets libjpeg print its warnings ("Corrupt JPEG data:
     ...") on stderr, then returns the damaged image as if nothing happened. The only sign of the
@@ -376,7 +415,9 @@ class _StderrCapture:
         self._lock = threading.Lock()
         self._fd: int | None = None
 
-    def call(self, fn: Any, *args: Any) -> tuple[Any, bytes]:
+    def call(
+        self, fn: Any, *args: Any, pattern: re.Pattern = _LIBJPEG_WARNING
+    ) -> tuple[Any, bytes]:
         with self._lock:
             try:
                 if self._fd is None:
@@ -402,8 +443,8 @@ class _StderrCapture:
             if size:
                 os.ftruncate(self._fd, 0)
                 os.lseek(self._fd, 0, os.SEEK_SET)
-        warnings = b"\n".join(m.group(0) for m in _LIBJPEG_WARNING.finditer(text))
-        rest = _LIBJPEG_WARNING.sub(b"", text).strip(b"\n")
+        warnings = b"\n".join(m.group(0) for m in pattern.finditer(text))
+        rest = pattern.sub(b"", text).strip(b"\n")
         if rest:
             with contextlib.suppress(OSError):
                 os.write(2, rest + b"\n")
@@ -434,10 +475,11 @@ def _decode_compressed(msg: Any, p: Preprocessing | None, limits: ImageLimits) -
     if label == "png":
         width, height = _png_header(b)
         limits.check(width, height, f"PNG header of {what}")
-        # libpng checks every chunk's CRC; the end chunk shows the file is whole.
-        if bytes(b[-12:]) != _PNG_IEND:
-            raise ImageError(f"cannot decode {what}: truncated PNG (no IEND chunk at the end)")
-        img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        _png_chunks(b, what)
+        img, errors = _CAPTURE.call(cv2.imdecode, buf, cv2.IMREAD_UNCHANGED, pattern=_LIBPNG_ERROR)
+        if img is None and errors:
+            line = errors.decode("ascii", "replace").splitlines()[0]
+            raise ImageError(f"cannot decode {what}: corrupt PNG ({line})")
         expected = (height, width)
     else:
         header = _jpeg_header(b)
@@ -452,6 +494,13 @@ def _decode_compressed(msg: Any, p: Preprocessing | None, limits: ImageLimits) -
             end -= 1
         if end < 4 or b[end - 2] != 0xFF or b[end - 1] != 0xD9:
             raise ImageError(f"cannot decode {what}: truncated JPEG (no end-of-image marker)")
+        # Each progressive scan is a pass over the whole image: bound their number (a marker
+        # FF DA cannot occur inside entropy-coded data, where FF is always stuffed as FF 00).
+        scans = bytes(b).count(b"\xff\xda")
+        if scans > _MAX_JPEG_SCANS:
+            raise ImageError(
+                f"cannot decode {what}: JPEG with {scans} scans (over {_MAX_JPEG_SCANS})"
+            )
         r = 1 if p is None else jpeg_reduction(width, height, p)
         flag = _REDUCED.get(r, cv2.IMREAD_UNCHANGED)
         img, warnings = _CAPTURE.call(cv2.imdecode, buf, flag)

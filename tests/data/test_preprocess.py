@@ -353,3 +353,46 @@ def test_preprocessing_size_must_be_a_bounded_integer() -> None:
             Preprocessing.from_dict({"crop": None, "size": size})
     with pytest.raises(ImageError, match="crop"):
         Preprocessing.from_dict({"crop": "0 0 1 1", "size": 64})
+
+
+def _chunk_offsets(png: bytes) -> dict[bytes, int]:
+    i, out = 8, {}
+    while i < len(png):
+        n = int.from_bytes(png[i : i + 4], "big")
+        out.setdefault(png[i + 4 : i + 8], i)
+        i += 12 + n
+    return out
+
+
+def test_a_png_chunk_length_bit_flip_is_refused_before_opencv_allocates_it() -> None:
+    # Before: OpenCV's reader allocated the 1 GB the flipped IDAT length claims (3 s, 1 GB RSS).
+    png = bytearray(cv2.imencode(".png", RGB)[1].tobytes())
+    png[_chunk_offsets(bytes(png))[b"IDAT"]] ^= 0x40
+    _timed_refusal(SimpleNamespace(format="png", data=bytes(png)), "chunk b'IDAT' .* claims")
+
+
+def test_png_chunks_are_checked_one_by_one() -> None:
+    import struct
+    import zlib
+
+    png = cv2.imencode(".png", RGB)[1].tobytes()
+    idat = _chunk_offsets(png)[b"IDAT"]
+    flipped = bytearray(png)
+    flipped[idat + 20] ^= 0x01  # inside the IDAT data
+    with pytest.raises(ImageError, match="corrupt PNG .*IDAT CRC"):
+        decode_image(SimpleNamespace(format="png", data=bytes(flipped)))
+    with pytest.raises(ImageError, match="bytes after the PNG's IEND"):
+        decode_image(SimpleNamespace(format="png", data=png + b"junk"))
+    body = struct.pack(">II", 2, 0)
+    actl = struct.pack(">I", 8) + b"acTL" + body + struct.pack(">I", zlib.crc32(b"acTL" + body))
+    animated = png[:idat] + actl + png[idat:]
+    with pytest.raises(ImageError, match="animated PNG"):
+        decode_image(SimpleNamespace(format="png", data=animated))
+
+
+def test_a_jpeg_with_too_many_scans_is_refused() -> None:
+    jpg = cv2.imencode(".jpg", RGB)[1].tobytes()
+    sos = jpg.index(b"\xff\xda")
+    many = jpg[:sos] + b"\xff\xda\x00\x02" * 200 + jpg[sos:]
+    with pytest.raises(ImageError, match="JPEG with 201 scans"):
+        decode_image(SimpleNamespace(format="jpeg", data=many))
