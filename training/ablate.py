@@ -1,0 +1,99 @@
+"""Policy-phase variants on one trained world model, every agent checkpoint evaluated afterwards.
+
+    python training/ablate.py BASE_RUN NAME [key=value ...] [--episodes 20] [--seed 2000]
+
+BASE_RUN is a `lompo train --preset cpu` run (with log.keep_checkpoints high enough to keep its
+last model-phase checkpoint). NAME's run folder, beside it, starts from that checkpoint with the
+base config plus the overrides, so variants share the model and differ only in the policy phase
+(the model phase is ~90% of a cpu run). Then each agent checkpoint is exported and run in the sim
+(`lompo export --checkpoint FILE` + `lompo eval`), and one table line per checkpoint is printed
+and written to NAME/ablation.jsonl: success beside the held-out signals the run logged. The sim
+reports here; it chooses nothing inside the run. Use development seeds (2000-2019) to compare
+designs, fresh ones (5000 and up) to report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from lompo_core.agent import checkpoint
+from lompo_core.config import Config, _flatten, _set, parse_overrides, validate
+
+LOMPO = [sys.executable, "-m", "lompo_core.cli"]
+
+
+def branch(base: Path, run: Path, overrides: list[str]) -> int:
+    """NAME's folder: the base run's config with ``overrides``, its model-phase end checkpoint."""
+    cfg = Config.from_dict(yaml.safe_load((base / "config.yaml").read_text()), str(base))
+    for key, value in parse_overrides(overrides).items():
+        _set(cfg, key, value, where="override")
+    validate(cfg)
+    model_end = checkpoint.checkpoint_dir(base) / checkpoint.name_for(cfg.world.steps)
+    if not model_end.is_file():
+        raise SystemExit(f"{model_end}: missing (train the base with log.keep_checkpoints=100)")
+    if not run.exists():
+        (run / checkpoint.CHECKPOINTS).mkdir(parents=True)
+        shutil.copy(base / "dataset.json", run / "dataset.json")
+        (run / "config.yaml").write_text(cfg.to_yaml())
+        shutil.copy(model_end, run / checkpoint.CHECKPOINTS / model_end.name)
+        os.symlink(model_end.name, run / checkpoint.CHECKPOINTS / checkpoint.LAST)
+        lines = (base / "metrics.jsonl").read_text().splitlines()
+        model = [ln for ln in lines if json.loads(ln)["phase"] == "model"]
+        (run / "metrics.jsonl").write_text("".join(ln + "\n" for ln in model))
+    return cfg.world.steps
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("base", type=Path)
+    p.add_argument("name")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--episodes", type=int, default=20)
+    p.add_argument("--seed", type=int, default=2000)
+    p.add_argument("--dataset", type=Path, default=Path("runs/dataset"))
+    args = p.parse_args()
+    run = args.base.parent / args.name if args.name != "." else args.base
+    model_steps = branch(args.base, run, args.overrides) if run != args.base else None
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    train = [*LOMPO, "train", "--dataset", str(args.dataset), "--run", str(run), "--preset", "cpu"]
+    keys = [f"{k}={v}" for k, v in _flatten(saved).items() if v is not None]
+    subprocess.run([*train, *keys, "log.progress=false"], check=True)
+    model_steps = model_steps or int(saved["world"]["steps"])
+    signals = {}
+    for ln in (run / "metrics.jsonl").read_text().splitlines():
+        d = json.loads(ln)
+        if "offline/q" in d:
+            signals[d["agent_step"]] = {k: v for k, v in d.items() if k.startswith("offline/")}
+    rows = []
+    for ckpt in sorted((run / checkpoint.CHECKPOINTS).glob("ckpt-*.pt")):
+        agent_step = int(ckpt.stem.split("-")[1]) - model_steps
+        if agent_step <= 0:
+            continue
+        out = run / "ablation" / f"{agent_step:06d}"
+        policy, ev = out / "policy", out / "eval"
+        if not (ev / "eval.json").is_file():
+            subprocess.run(
+                [*LOMPO, "export", str(run), "--out", str(policy), "--checkpoint", str(ckpt),
+                 "--overwrite"], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+            subprocess.run(
+                [*LOMPO, "eval", str(policy), "--episodes", str(args.episodes), "--seed",
+                 str(args.seed), "--out", str(ev), "--quiet"], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+        res = json.loads((ev / "eval.json").read_text())
+        row = {"agent_step": agent_step, "success": res["success_rate"]}
+        row |= {"episodes": res["episodes"], "seed": args.seed} | signals.get(agent_step, {})
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    (run / "ablation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
