@@ -138,13 +138,17 @@ class InputStats:
         self.latency_s = math.nan
         self.images = 0
         self.failures = 0
+        self.last_failure = ""  # why the last refused frame was refused
         self.last_arrival_s = math.nan
 
-    def record(self, mono_s: float, age_s: float, result_ok: bool, latency_s: float) -> None:
+    def record(self, mono_s: float, age_s: float, reason: str, latency_s: float) -> None:
+        """One frame: ``reason`` is the step's, "ok" or why it was refused."""
         self._arrivals.append(mono_s)
         self.last_arrival_s = mono_s
         self.images += 1
-        self.failures += 0 if result_ok else 1
+        if reason != "ok":
+            self.failures += 1
+            self.last_failure = reason
         self.latency_s = latency_s
         self.image_age_s = age_s
 
@@ -234,7 +238,9 @@ class PolicyCore:
             if problem is None and stamp:
                 self._last_stamp_ns = stamp
             age_s = (now_ns - stamp) / 1e9 if stamp else math.nan
-            self.stats.record(mono_s, age_s, result.ok, result.latency_s)
+            self.stats.record(
+                mono_s, age_s, result.reason if not result.ok else "ok", result.latency_s
+            )
             decision = self.controller.on_result(result, mono_s)
             # The model's next step must see what the arm was told, not what the policy proposed
             # (the dataset's actions are the executed ones).
@@ -322,6 +328,7 @@ class PolicyCore:
                 "intervened": bool(decision.intervened) if decision is not None else False,
                 "images": self.stats.images,
                 "failed_steps": self.stats.failures,
+                "last_failure": self.stats.last_failure,
                 "resets": self.resets,
                 "model_path": self.params.model_path,
             }

@@ -99,6 +99,7 @@ def test_bad_images_give_zero_commands_with_the_reason(policy_dir, ts, kit):
     )
     out = core.on_image(wire(ts, bad), NOW_NS)
     assert not out.result.ok and "yuv422" in out.decision.reason
+    assert "yuv422" in core.stats.last_failure and core.stats.failures == 1
     np.testing.assert_array_equal(m.twist_linear(out.command), np.zeros(3))
 
 

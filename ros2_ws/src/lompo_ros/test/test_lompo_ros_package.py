@@ -8,26 +8,21 @@ and launch_ros cannot be imported here, so the launch file's calls are checked s
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import os
-import subprocess
 import sys
 from dataclasses import fields
 from pathlib import Path
 
 import pytest
 import yaml
+from rosbuild import CONFIG, LAUNCH, PKG, REPO, LaunchFile, colcon_build, literal
 
 from lompo_core import messages as m
 from lompo_core.nodes import common
 from lompo_core.nodes.policy import PolicyNodeParams
 from lompo_core.nodes.sim import SimNodeParams
 
-PKG = Path(__file__).resolve().parents[1]
-REPO = PKG.parents[2]
-LAUNCH = REPO / "launch" / "drawer_close.launch.py"
-CONFIG = PKG / "config" / "drawer_close.yaml"
 DOCKER = REPO / "docker"
 NODE_PARAMS = {
     "policy_node": {f.name for f in fields(PolicyNodeParams)} | {"autostart"},
@@ -50,34 +45,10 @@ ROSDEP_KEYS = {"numpy": "python3-numpy", "cv2": "python3-opencv", "yaml": "pytho
 PIP_INSTALLED = {"lompo_core"}
 
 
-def _colcon() -> list[str]:
-    # `python -m colcon` with this interpreter: the node scripts then run in the environment
-    # that has lompo_core (a system colcon would write a system Python shebang).
-    if importlib.util.find_spec("colcon") is None:
-        pytest.skip("colcon is not installed (pip install colcon-core colcon-ros)")
-    return [sys.executable, "-m", "colcon"]
-
-
 @pytest.fixture(scope="module", params=["copy", "symlink"])
 def install(request, tmp_path_factory) -> Path:
-    """``colcon build`` of ros2_ws/src into a temporary folder (build, install and log bases)."""
     root = tmp_path_factory.mktemp(f"colcon_{request.param}")
-    cmd = _colcon() + [
-        "--log-base",
-        str(root / "log"),
-        "build",
-        "--base-paths",
-        str(REPO / "ros2_ws" / "src"),
-        "--build-base",
-        str(root / "build"),
-        "--install-base",
-        str(root / "install"),
-    ]
-    if request.param == "symlink":
-        cmd.append("--symlink-install")
-    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return root / "install" / "lompo_ros"
+    return colcon_build(root, symlink=request.param == "symlink")
 
 
 def test_installed_where_ros2_run_and_launch_look(install):
@@ -159,76 +130,6 @@ def test_manifest_declares_what_the_nodes_and_launch_file_import():
 # -- the launch file --------------------------------------------------------------------------
 
 
-def _str(node: ast.AST, consts: dict[str, str]) -> str | None:
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return node.value
-    if isinstance(node, ast.Name):
-        return consts.get(node.id)
-    return None
-
-
-class LaunchFile:
-    """What the launch file declares and calls, read from its source."""
-
-    def __init__(self, path: Path) -> None:
-        self.tree = ast.parse(path.read_text())
-        self.consts = {
-            t.id: n.value.value
-            for n in self.tree.body
-            if isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant)
-            for t in n.targets
-            if isinstance(t, ast.Name)
-        }
-        self.calls: dict[str, list[ast.Call]] = {}
-        for n in ast.walk(self.tree):
-            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name):
-                self.calls.setdefault(n.func.id, []).append(n)
-        self.generate = next(
-            n
-            for n in self.tree.body
-            if isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description"
-        )
-
-    def kw(self, call: ast.Call, name: str) -> ast.AST | None:
-        return next((k.value for k in call.keywords if k.arg == name), None)
-
-    def declared(self) -> dict[str, ast.Call]:
-        return {_str(c.args[0], self.consts): c for c in self.calls["DeclareLaunchArgument"]}
-
-    def configurations(self) -> dict[str, str]:
-        """variable -> argument name, for ``x = LaunchConfiguration("name")``."""
-        out = {}
-        for n in ast.walk(self.generate):
-            if (
-                isinstance(n, ast.Assign)
-                and isinstance(n.value, ast.Call)
-                and getattr(n.value.func, "id", None) == "LaunchConfiguration"
-            ):
-                out[n.targets[0].id] = _str(n.value.args[0], self.consts)
-        return out
-
-    def loads(self) -> set[str]:
-        return {
-            n.id
-            for n in ast.walk(self.generate)
-            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
-        }
-
-    def dict_keys(self, node: ast.AST) -> set[str]:
-        """Keys of a dict literal, following ``**name`` into a dict assigned in the function."""
-        if isinstance(node, ast.Name):
-            node = next(
-                a.value
-                for a in ast.walk(self.generate)
-                if isinstance(a, ast.Assign) and getattr(a.targets[0], "id", None) == node.id
-            )
-        assert isinstance(node, ast.Dict), ast.dump(node)
-        keys = set()
-        for k, v in zip(node.keys, node.values, strict=True):
-            keys |= self.dict_keys(v) if k is None else {_str(k, self.consts)}
-        return keys
-
-
 @pytest.fixture(scope="module")
 def launch_file() -> LaunchFile:
     return LaunchFile(LAUNCH)
@@ -263,9 +164,9 @@ def test_launched_nodes_exist_and_their_parameters_are_declared(launch_file):
     setup = (PKG / "setup.py").read_text()
     launched = {}
     for call in launch_file.calls["Node"]:
-        package = _str(launch_file.kw(call, "package"), launch_file.consts)
-        executable = _str(launch_file.kw(call, "executable"), launch_file.consts)
-        name = _str(launch_file.kw(call, "name"), launch_file.consts)
+        package = literal(launch_file.kw(call, "package"), launch_file.consts)
+        executable = literal(launch_file.kw(call, "executable"), launch_file.consts)
+        name = literal(launch_file.kw(call, "name"), launch_file.consts)
         assert package == "lompo_ros"
         assert f"{{PACKAGE}}.{executable}:main" in setup, executable
         overrides = set()
