@@ -49,6 +49,9 @@ class PolicyNodeParams:
     """policy_node's parameters, with the defaults it declares (config/drawer_close.yaml)."""
 
     model_path: str = ""
+    # The sidecar's manifest_sha256 this node may serve (pinned at launch); empty: any policy
+    # whose sidecar and onnx agree with each other.
+    expected_sha256: str = ""
     threads: int = 1
     image_topic: str = m.IMAGE_TOPIC
     image_transport: str = RAW  # raw: sensor_msgs/Image; compressed: sensor_msgs/CompressedImage
@@ -69,6 +72,10 @@ class PolicyNodeParams:
     uncertainty_patience: int = 5
     on_uncertain: str = "hold"
     start_active: bool = True
+    # Physical limits set by whoever deploys, never read from the policy (ControllerConfig).
+    max_linear_speed: float = 0.5  # m/s, the norm of a linear velocity command
+    max_joint_speed: float = 1.0  # rad/s, each joint of a joint velocity command
+    action_max_ceiling: float = 2.0  # a policy whose sidecar action.max exceeds it is refused
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> PolicyNodeParams:
@@ -107,6 +114,9 @@ class PolicyNodeParams:
             uncertainty_patience=self.uncertainty_patience,
             on_uncertain=self.on_uncertain,
             start_active=self.start_active,
+            max_linear_speed=self.max_linear_speed,
+            max_joint_speed=self.max_joint_speed,
+            action_max_ceiling=self.action_max_ceiling,
         )
 
 
@@ -199,7 +209,11 @@ class PolicyCore:
         """Load and verify the policy (raises PolicyError) and build its controller."""
         from lompo_core.runtime import Controller, PolicyRuntime
 
-        runtime = PolicyRuntime(params.model_path, threads=params.threads)
+        runtime = PolicyRuntime(
+            params.model_path,
+            threads=params.threads,
+            expected_sha256=params.expected_sha256 or None,
+        )
         controller = Controller(
             params.controller_config(), runtime.action_scaling, runtime.uncertainty_threshold
         )

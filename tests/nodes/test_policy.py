@@ -230,3 +230,16 @@ def test_joint_group_core_publishes_float64_arrays(policy_dir, ts, kit):
     out = core.on_image(kit.image(np.zeros((64, 64, 3), np.uint8), NOW_NS), NOW_NS)
     np.testing.assert_allclose(wire(ts, out.command).data, out.decision.command)
     np.testing.assert_array_equal(wire(ts, core.zero_command(NOW_NS)).data, np.zeros(3))
+
+
+def test_the_deployers_limits_and_pin_reach_the_runtime(policy_dir, kit):
+    from lompo_core.runtime.sidecar import read_sidecar
+
+    pin = read_sidecar(policy_dir)["manifest_sha256"]
+    core, _ = _core(policy_dir, kit, expected_sha256=pin, max_linear_speed=0.01)
+    out = _moving_image(core, kit, NOW_NS)
+    assert np.linalg.norm(out.decision.command) <= 0.01 + 1e-9
+    with pytest.raises(LompoError, match="sha256"):
+        _core(policy_dir, kit, expected_sha256="0" * 64)
+    with pytest.raises(LompoError, match="action_max_ceiling"):
+        _core(policy_dir, kit, action_max_ceiling=0.01)
