@@ -9,8 +9,9 @@ action per image; the controller decides what reaches the robot:
 - clamp to ``max_action`` and limit the change per step to ``max_action_change``;
 - a physical speed limit that does not come from the policy's sidecar: the command's norm is
   scaled down to ``max_linear_speed`` (m/s) for linear velocity commands, each joint's command
-  clipped to ``max_joint_speed`` (rad/s) for joint velocities, on every command sent; a sidecar
-  whose ``action.max`` exceeds ``action_max_ceiling`` is refused at load;
+  clipped to ``max_joint_speed`` (rad/s, one value or one per joint) for joint velocities, on
+  every command sent; a sidecar whose ``action.max`` exceeds ``action_max_ceiling`` is refused
+  at load;
 - NaN or Inf anywhere (image, action, uncertainty, clock) -> zero command and halt;
 - uncertainty above the threshold for ``uncertainty_patience`` steps in a row -> warn, hold
   (zero command while it lasts) or halt.
@@ -59,7 +60,7 @@ class ControllerConfig:
     # command (the direction is kept: the whole vector is scaled down); the joint limit to each
     # component of a rad/s command.
     max_linear_speed: float = DEFAULT_MAX_LINEAR_SPEED
-    max_joint_speed: float = DEFAULT_MAX_JOINT_SPEED
+    max_joint_speed: float | tuple[float, ...] = DEFAULT_MAX_JOINT_SPEED  # one, or one per joint
     # The largest sidecar action.max (per axis, in its unit) a policy may declare at all: a
     # policy declaring more is refused at load rather than clipped while running.
     action_max_ceiling: float = DEFAULT_ACTION_MAX_CEILING
@@ -83,10 +84,16 @@ class ControllerConfig:
             raise LompoError(
                 f"uncertainty_patience must be an integer >= 1, got {self.uncertainty_patience!r}"
             )
-        for name in ("max_linear_speed", "max_joint_speed", "action_max_ceiling"):
+        for name in ("max_linear_speed", "action_max_ceiling"):
             value = getattr(self, name)
             if not (_finite(value) and value > 0):
                 raise LompoError(f"{name} must be a finite number > 0, got {value!r}")
+        joints = self.max_joint_speed
+        values = list(joints) if isinstance(joints, (list, tuple)) else [joints]
+        if not values or not all(_finite(v) and float(v) > 0 for v in values):
+            raise LompoError(
+                f"max_joint_speed must be a finite number > 0 or one per joint, got {joints!r}"
+            )
         if self.on_uncertain not in ON_UNCERTAIN:
             raise LompoError(
                 f"on_uncertain must be one of {', '.join(ON_UNCERTAIN)}, got {self.on_uncertain!r}"
@@ -122,7 +129,13 @@ class Controller:
         if action_scaling.unit == LINEAR_UNIT:
             self._speed_limit = float(config.max_linear_speed)
         elif action_scaling.unit == JOINT_UNIT:
-            self._speed_limit = float(config.max_joint_speed)
+            joints = config.max_joint_speed
+            if isinstance(joints, (list, tuple)) and len(joints) != len(maxima):
+                raise LompoError(
+                    f"max_joint_speed has {len(joints)} values, the policy has {len(maxima)} "
+                    f"joints ({', '.join(action_scaling.names)})"
+                )
+            self._speed_limit = np.asarray(joints, np.float64)
         else:
             raise LompoError(
                 f"the policy's action unit {action_scaling.unit!r} has no physical limit here "
@@ -289,7 +302,7 @@ class Controller:
             return False
         if self.action_scaling.unit == LINEAR_UNIT:
             return float(np.sqrt(np.sum(command * command))) <= self._speed_limit
-        return bool(np.all(np.abs(command) <= self._speed_limit))
+        return bool(np.all(np.abs(command) <= self._speed_limit))  # per joint
 
     def _zero(self, reason: str, intervened: bool) -> Decision:
         self._last_sent = np.zeros(self.action_dim, np.float32)

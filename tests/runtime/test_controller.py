@@ -209,6 +209,13 @@ def test_joint_velocities_are_limited_per_joint():
     c = Controller(ControllerConfig(max_joint_speed=1.0), joints, 1.0)
     d = c.on_result(result((1.0, -1.0)), 0.0)
     assert np.all(np.abs(d.command) <= 1.0) and d.command[0] > 0.999 and d.command[1] == -0.5
+    per_joint = Controller(ControllerConfig(max_joint_speed=(0.3, 0.2)), joints, 1.0)
+    d = per_joint.on_result(result((1.0, -1.0)), 0.0)
+    assert 0.2999 < d.command[0] <= 0.3 and -0.2 <= d.command[1] < -0.1999
+    with pytest.raises(LompoError, match="max_joint_speed has 3 values, the policy has 2"):
+        Controller(ControllerConfig(max_joint_speed=(1.0, 1.0, 1.0)), joints, 1.0)
+    with pytest.raises(LompoError, match="max_joint_speed must be"):
+        Controller(ControllerConfig(max_joint_speed=(1.0, float("nan"))), joints, 1.0)
 
 
 @pytest.mark.parametrize("maximum", [2.5, 1000.0])
