@@ -2,7 +2,7 @@
 # Sets up everything lompo needs on a fresh Debian/Ubuntu machine with Python >= 3.10:
 # the system libraries for headless MuJoCo rendering, a virtual environment in .venv,
 # PyTorch first (so that no other package drags in a multi-GB CUDA build), then lompo with
-# all extras. Safe to run again: it only installs what is missing.
+# all extras, ROS 2 Jazzy's rclpy from PyPI included. Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,5 +32,6 @@ fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "$TORCH_SPEC"
-.venv/bin/python -m pip install -q -e ".[all,dev]"
+# ros: Jazzy's rclpy from PyPI, so that the ROS nodes run and are tested without a ROS install.
+.venv/bin/python -m pip install -q -e ".[all,ros,dev]"
 echo "lompo is set up in .venv (activate with: . .venv/bin/activate)"

@@ -1,7 +1,8 @@
 """drawer_close.launch.py with use_sim:=true, for real: both nodes up, commands flow, drawer closes.
 
-Needs ROS 2 (rclpy, launch_pytest) and the built, sourced workspace: it runs in the Docker image
-(docker/README.md) and is skipped where rclpy is missing.
+Needs launch_pytest (not on PyPI) and the built, sourced workspace: it runs in the Docker image
+(docker/README.md) and is skipped elsewhere; test_nodes_over_dds.py starts the same nodes with
+the same parameters without launch.
 """
 
 from __future__ import annotations
@@ -63,13 +64,12 @@ def drawer_close():
 
 
 @pytest.fixture(scope="module")
-def probe():
+def probe(rclpy_context):
     """A plain rclpy node that listens where a user would, with `ros2 topic echo`."""
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import TwistStamped
     from std_msgs.msg import Bool, Int32
 
-    rclpy.init()
     node = rclpy.create_node("drawer_close_probe")
     seen: dict[str, list] = {"commands": [], "success": [], "episode": [], "diagnostics": []}
     node.create_subscription(
@@ -80,7 +80,6 @@ def probe():
     node.create_subscription(DiagnosticArray, "/diagnostics", seen["diagnostics"].append, 10)
     yield node, seen
     node.destroy_node()
-    rclpy.shutdown()
 
 
 def _spin_until(node, condition, timeout_s: float) -> bool:
