@@ -518,9 +518,13 @@ def _decode_compressed(msg: Any, p: Preprocessing | None, limits: ImageLimits) -
     img = _to_uint8(img)
     if img.ndim == 2:
         return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    # OpenCV hands back the file's channels in the order it would write BGR. image_transport
+    # names what was written: "...compressed bgr8" (and a plain "jpeg") was BGR, so it is
+    # swapped; "...compressed rgb8" was an RGB buffer written as is, so it already is RGB.
+    written_rgb = "compressed rgb" in fmt
     if img.shape[2] == 4:
-        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        return cv2.cvtColor(img, cv2.COLOR_RGBA2RGB if written_rgb else cv2.COLOR_BGRA2RGB)
+    return img if written_rgb else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def decode_image(

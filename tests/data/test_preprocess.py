@@ -78,6 +78,28 @@ def test_rclpy_style_messages_are_duck_typed() -> None:
     np.testing.assert_array_equal(decode_image(comp), RGB)
 
 
+@pytest.mark.parametrize("codec", ["png", "jpeg"])
+def test_compressed_colour_order_follows_image_transports_format(codec: str) -> None:
+    # image_transport writes "<encoding>; <codec> compressed <order>": a bgr order was encoded from
+    # a BGR buffer (OpenCV's own order), an rgb order from the RGB buffer as it was.
+    flat = np.zeros((16, 16, 3), np.uint8)
+    flat[..., 0], flat[..., 2] = 200, 40  # red, not blue
+    ext = ".png" if codec == "png" else ".jpg"
+    written = {
+        "bgr8": cv2.imencode(ext, flat[..., ::-1])[1],
+        "rgb8": cv2.imencode(ext, flat)[1],
+    }
+    for label, order in [
+        (codec, "bgr8"),
+        (f"rgb8; {codec} compressed bgr8", "bgr8"),
+        (f"bgr8; {codec} compressed bgr8", "bgr8"),
+        (f"rgb8; {codec} compressed rgb8", "rgb8"),
+    ]:
+        msg = SimpleNamespace(format=label, data=array.array("B", written[order].tobytes()))
+        got = decode_image(msg).astype(int)
+        assert abs(got[..., 0].mean() - 200) < 4 and abs(got[..., 2].mean() - 40) < 4, label
+
+
 @pytest.mark.parametrize(
     ("change", "words"),
     [
