@@ -11,6 +11,7 @@ at the end: a failure leaves no partial dataset behind.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import time
@@ -126,6 +127,11 @@ def convert(
     if workers is not None and workers < 0:
         raise LompoError(f"--workers must be 0 or more, got {workers}")
     existing: dict[str, Any] | None = None
+    for bag in bags:  # replacing or writing into an input would destroy it
+        if _inside(Path(bag), out):
+            raise LompoError(
+                f"--out {out} overlaps the input {bag}: write the dataset to a folder of its own"
+            )
     if out.exists():
         if append:
             existing = EpisodeDataset(out).meta
@@ -133,7 +139,17 @@ def convert(
             raise FileExistsError(
                 f"{out} already exists; pass --overwrite to replace it or --append to add bags"
             )
+        elif not _is_dataset(out):
+            raise LompoError(
+                f"--overwrite {out}: not a lompo dataset (no readable {META_FILE} with a "
+                f"schema_version), so it is left alone; choose another --out or remove it yourself"
+            )
     paths = [p for p in br.find_bags([Path(b) for b in bags]) if not _inside(p, out)]
+    for path in paths:
+        if _inside(out, path):
+            raise LompoError(
+                f"--out {out} overlaps the input {path}: write the dataset to a folder of its own"
+            )
     labels = _load_labels(config.labels) if config.reward == "labels" else None
     if existing is not None:
         config = _compatible(config, existing, out)
@@ -657,6 +673,15 @@ def _number(name: str) -> int:
         return int(Path(name).stem.rsplit("_", 1)[-1])
     except ValueError:
         return -1
+
+
+def _is_dataset(folder: Path) -> bool:
+    """Whether ``folder`` is a dataset lompo wrote: all that --overwrite may replace."""
+    try:
+        meta = json.loads((folder / META_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and "schema_version" in meta
 
 
 def _inside(path: Path, folder: Path) -> bool:

@@ -331,3 +331,24 @@ def test_config_validation() -> None:
         ConvertConfig(reward="labels")
     with pytest.raises(LompoError, match="tolerance"):
         replace(ConvertConfig(), tolerance_s=0.06).timing(10.0)
+
+
+def test_overwrite_replaces_only_a_lompo_dataset(make_bag, tmp_path, capsys) -> None:
+    a, _ = make_bag("a")
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("my own file")
+    assert cli.main(["convert", str(a), "--out", str(notes), "--overwrite", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "not a lompo dataset" in err and "Traceback" not in err
+    assert (notes / "todo.txt").read_text() == "my own file"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_output_overlapping_an_input_bag_is_refused(make_bag, tmp_path, capsys) -> None:
+    a, _ = make_bag("a")
+    before = sorted(p.name for p in a.iterdir())
+    for out in (a, a / "dataset", a.parent):
+        assert cli.main(["convert", str(a), "--out", str(out), "--overwrite", "--quiet"]) == 1
+        assert "overlap" in capsys.readouterr().err
+    assert sorted(p.name for p in a.iterdir()) == before
