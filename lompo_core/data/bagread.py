@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import heapq
+import importlib
 import sqlite3
 import struct
 from collections.abc import Callable, Iterator
@@ -41,10 +42,8 @@ READ_ERRORS: tuple[type[BaseException], ...] = (
     sqlite3.Error,
     EOFError,
     OSError,
-    KeyError,
     IndexError,
     ValueError,
-    AssertionError,
     TypeError,
     AttributeError,
 )
@@ -57,7 +56,33 @@ def _rosbags_errors() -> tuple[type[BaseException], ...]:
     from rosbags.serde import SerdeError
     from rosbags.typesys import TypesysError
 
-    return (AnyReaderError, Reader1Error, Reader2Error, SerdeError, TypesysError, *READ_ERRORS)
+    return (
+        AnyReaderError,
+        Reader1Error,
+        Reader2Error,
+        SerdeError,
+        TypesysError,
+        *_storage_errors(),
+        *READ_ERRORS,
+    )
+
+
+def _storage_errors() -> tuple[type[BaseException], ...]:
+    """What rosbags' storage backends raise on damaged data: apsw (sqlite3) and zstd."""
+    found: list[type[BaseException]] = []
+    with contextlib.suppress(ImportError):
+        import apsw
+
+        found.append(apsw.Error)
+    for module in ("compression.zstd", "backports.zstd", "zstandard"):
+        with contextlib.suppress(ImportError):
+            found.append(importlib.import_module(module).ZstdError)
+    return tuple(found)
+
+
+def _is_lz4_error(exc: BaseException) -> bool:
+    # lz4.frame raises a bare RuntimeError ("LZ4F_decompress failed ...") on a damaged chunk.
+    return isinstance(exc, RuntimeError) and str(exc).startswith("LZ4")
 
 
 def bag_format(path: Path) -> str:
@@ -397,7 +422,9 @@ class Bag:
                 item = next(it)
             except StopIteration:
                 return
-            except self._errors as exc:
+            except (*self._errors, RuntimeError) as exc:
+                if isinstance(exc, RuntimeError) and not _is_lz4_error(exc):
+                    raise
                 raise BagError(
                     f"{self.path}: the bag is truncated or corrupt, reading stopped "
                     f"({_describe(exc)})"

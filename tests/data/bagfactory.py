@@ -60,6 +60,7 @@ class BagSpec:
     action_topic: str = m.COMMAND_TOPIC
     image_offset_s: float = 0.0  # shift all image stamps (never-overlap test)
     reverse_images_at: int | None = None  # swap two image stamps (out-of-order test)
+    zstd: str = ""  # rosbag2 compression: "" none, "storage" (zstd chunks), "message"
     commands: list[np.ndarray] = field(default_factory=list)  # filled by write_bag
 
 
@@ -175,11 +176,14 @@ def write_bag(path: Path, spec: BagSpec) -> BagSpec:
             for t, _, topic, mtype, msg in events:
                 w.write(conns[topic], t, ts.serialize_ros1(msg, mtype))
     else:
-        from rosbags.rosbag2 import StoragePlugin, Writer
+        from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
 
         plugin = StoragePlugin.MCAP if spec.storage == "mcap" else StoragePlugin.SQLITE3
         version = 9 if spec.distro == "jazzy" else 8
-        with Writer(path, version=version, storage_plugin=plugin) as w:
+        writer = Writer(path, version=version, storage_plugin=plugin)
+        if spec.zstd:
+            writer.set_compression(CompressionMode[spec.zstd.upper()], CompressionFormat.ZSTD)
+        with writer as w:
             conns = {}
             for _, _, topic, mtype, _ in events:
                 if topic not in conns:

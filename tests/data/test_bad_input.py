@@ -33,6 +33,22 @@ def scramble_sqlite(bag: Path) -> None:
     f.write_bytes(bytes(data))
 
 
+def garble_middle(suffix: str) -> Callable[[Path], None]:
+    """Random bytes over the middle tenth of the storage file (a bad disk block)."""
+
+    def damage(bag: Path) -> None:
+        import numpy as np
+
+        f = _storage_file(bag, suffix)
+        data = bytearray(f.read_bytes())
+        n = len(data) // 10
+        start = len(data) // 2 - n // 2
+        data[start : start + n] = np.random.default_rng(0).integers(0, 256, n, np.uint8).tobytes()
+        f.write_bytes(bytes(data))
+
+    return damage
+
+
 def drop_image_definition(bag: Path) -> None:
     # A recorder that lacked the type: the bag keeps definitions for the other types only.
     db = sqlite3.connect(_storage_file(bag, ".db3"))
@@ -56,6 +72,21 @@ CASES = {
         dict(storage="sqlite3"),
         scramble_sqlite,
         "truncated or corrupt|cannot open",
+    ),
+    "garbage mid-file sqlite3": (
+        dict(storage="sqlite3", n=200),
+        garble_middle(".db3"),
+        "truncated or corrupt|cannot open|cannot read",
+    ),
+    "garbage in a zstd chunk": (
+        dict(storage="mcap", zstd="storage", n=200),
+        garble_middle(".mcap"),
+        "truncated or corrupt|cannot open|cannot read",
+    ),
+    "garbage in zstd messages": (
+        dict(storage="mcap", zstd="message", n=200),
+        garble_middle(".mcap"),
+        "truncated or corrupt|cannot open|cannot read|cannot deserialise",
     ),
     "no definition": (
         dict(storage="sqlite3"),
