@@ -101,11 +101,14 @@ def bench(step, policy: Path, size: tuple[int, int], steps: int, warmup: int) ->
         for i in range(8)
     ]
     runtime = PolicyRuntime(policy, threads=1)
-    ctrl_onnx = Controller(
-        ControllerConfig(), runtime.action_scaling, runtime.uncertainty_threshold
-    )
-    ctrl_torch = Controller(
-        ControllerConfig(), runtime.action_scaling, runtime.uncertainty_threshold
+    ctrl_onnx, ctrl_torch = (
+        Controller(
+            ControllerConfig(),
+            runtime.action_scaling,
+            runtime.uncertainty_threshold,
+            runtime.signal_thresholds,
+        )
+        for _ in range(2)
     )
     pre = runtime.preprocessing
 
@@ -120,13 +123,17 @@ def bench(step, policy: Path, size: tuple[int, int], steps: int, warmup: int) ->
         start = time.perf_counter()
         img = torch.from_numpy(to_model_image(msg, pre)[None])
         with torch.inference_mode():
-            action, deter, stoch, u = step(img, state["prev"], state["deter"], state["stoch"])
+            action, deter, stoch, u, surprise, error = step(
+                img, state["prev"], state["deter"], state["stoch"]
+            )
         state.update(prev=action, deter=deter, stoch=stoch)
         result = RuntimeResult(
             ok=True,
             reason="ok",
             action=action[0].numpy(),
             uncertainty=float(u[0]),
+            surprise=float(surprise[0]),
+            reconstruction_error=float(error[0]),
             model_image=None,
             latency_s=time.perf_counter() - start,
         )

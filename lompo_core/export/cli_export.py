@@ -16,7 +16,11 @@ EXAMPLE = "lompo export runs/drawer --out policy/ --verify"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lompo_core.export.export import DEFAULT_CALIBRATION_STEPS, DEFAULT_PERCENTILE
+    from lompo_core.export.export import (
+        DEFAULT_CALIBRATION_STEPS,
+        DEFAULT_PERCENTILE,
+        DEFAULT_SIGNAL_PERCENTILE,
+    )
 
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run folder made by lompo train")
     parser.add_argument("--out", required=True, help="the policy folder to write")
@@ -48,6 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="percentile of in-distribution uncertainty used as the threshold (default %(default)s)",
     )
     parser.add_argument(
+        "--signal-percentile",
+        type=float,
+        default=DEFAULT_SIGNAL_PERCENTILE,
+        help="percentile of in-distribution surprise and reconstruction error used as the "
+        "out-of-distribution gate's thresholds (default %(default)s)",
+    )
+    parser.add_argument(
         "--calibration-steps",
         type=int,
         default=DEFAULT_CALIBRATION_STEPS,
@@ -71,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         percentile=args.percentile,
         calibration_steps=args.calibration_steps,
+        signal_percentile=args.signal_percentile,
         log=log,
     )
     if args.json:
@@ -83,6 +95,9 @@ def run(args: argparse.Namespace) -> int:
             f"uncertainty threshold {result.uncertainty_threshold:.4g} "
             f"(p{cal['percentile']:g} of {cal['steps']} steps in {cal['episodes']} episodes)"
         )
+        for name, value in result.signal_thresholds.items():
+            pct = result.signal_calibration[name]["percentile"]
+            print(f"{name} threshold {value:.4g} (p{pct:g}, same steps)")
         if result.verify is not None:
             print(result.verify.summary())
     return 0

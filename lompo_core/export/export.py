@@ -1,9 +1,10 @@
 """``lompo export``: a trained run -> ``policy.onnx`` (one recurrent step) + ``policy.json``.
 
 The ONNX graph is ``PolicyStep`` traced once: uint8 image (normalised inside the graph), previous
-action and latent state in; action, next latent state and uncertainty out. The sidecar says how to
-feed it (names, shapes, preprocessing), how to read it (action scaling, the uncertainty threshold
-calibrated here on the training data) and where it came from (config, dataset hash, code version,
+action and latent state in; action, next latent state, uncertainty and the image signals
+(surprise, reconstruction error) out. The sidecar says how to feed it (names, shapes,
+preprocessing), how to read it (action scaling, the thresholds of the uncertainty and of each image
+signal, calibrated here on the training data) and where it came from (config, dataset hash, code version,
 the onnx file's sha256). Both files are written to a hidden folder beside ``--out`` and renamed
 into place, so a reader never sees half an export.
 """
@@ -17,7 +18,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from lompo_core.data.dataset import EpisodeDataset
 from lompo_core.data.preprocess import Preprocessing
 from lompo_core.errors import DatasetError, PolicyError
 from lompo_core.runtime.sidecar import (
+    IMAGE_SIGNALS,
     INPUT_NAMES,
     MANIFEST_FIELD,
     ONNX_FILE,
@@ -40,6 +42,9 @@ from lompo_core.runtime.sidecar import (
 OPSET = 18  # torch's exporter implements >= 18; onnxruntime >= 1.14 runs it
 TOLERANCE = 1e-5  # torch vs onnxruntime: |a - b| <= TOLERANCE * max(1, |torch|)
 DEFAULT_PERCENTILE = 99.0
+# The image signals gate every frame (a hold after a few frames in a row above), so their
+# threshold sits further out than the uncertainty's, to keep false holds rare in distribution.
+DEFAULT_SIGNAL_PERCENTILE = 99.9
 DEFAULT_CALIBRATION_STEPS = 20_000
 
 Log = Callable[[str], None]
@@ -80,6 +85,8 @@ class ExportResult:
     uncertainty_threshold: float
     calibration: dict[str, Any]
     verify: VerifyReport | None
+    signal_thresholds: dict[str, float] = field(default_factory=dict)
+    signal_calibration: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 # -- ONNX ---------------------------------------------------------------------------------------
@@ -162,40 +169,51 @@ def calibrate(
     dataset: EpisodeDataset,
     percentile: float = DEFAULT_PERCENTILE,
     max_steps: int = DEFAULT_CALIBRATION_STEPS,
-) -> tuple[float, dict[str, Any]]:
-    """The uncertainty threshold: a percentile of the uncertainty the exported step reports along
+    signal_percentile: float = DEFAULT_SIGNAL_PERCENTILE,
+) -> dict[str, tuple[float, dict[str, Any]]]:
+    """The thresholds of the uncertainty and of each image signal the step outputs, as
+    ``{name: (threshold, stats)}``: a percentile (``percentile`` for the uncertainty,
+    ``signal_percentile`` for the image signals) of the values the exported step reports along
     dataset episodes, the latent state carried and the dataset's (executed) actions fed back, as
     in training. In-distribution by construction, so above it means "not like the data"."""
-    values: list[np.ndarray] = []
+    names = [o.name for o in session.get_outputs()]
+    signals = ["uncertainty", *(n for n in IMAGE_SIGNALS if n in names)]
+    values: dict[str, list[np.ndarray]] = {n: [] for n in signals}
     used = 0
     episodes = 0
     for index in _episode_indices(dataset, max_steps):
         ep = dataset.load(index)
-        u = run_episode(session, ep, feed="dataset")["uncertainty"]
-        u = u[: max(0, max_steps - used)]
-        values.append(u)
-        used += len(u)
+        trace = run_episode(session, ep, feed="dataset")
+        keep = max(0, max_steps - used)
+        for n in signals:
+            values[n].append(trace[n][:keep])
+        used += min(keep, len(ep["image"]))
         episodes += 1
         if used >= max_steps:
             break
-    all_u = np.concatenate(values).astype(np.float64)
-    if not np.all(np.isfinite(all_u)):
-        raise PolicyError(
-            "calibration: the exported policy reports NaN or Inf uncertainty on dataset images; "
-            "the run's weights are broken"
+    out: dict[str, tuple[float, dict[str, Any]]] = {}
+    for n in signals:
+        all_v = np.concatenate(values[n]).astype(np.float64)
+        if not np.all(np.isfinite(all_v)):
+            raise PolicyError(
+                f"calibration: the exported policy reports NaN or Inf {n} on dataset images; "
+                "the run's weights are broken"
+            )
+        q = percentile if n == "uncertainty" else signal_percentile
+        out[n] = (
+            float(np.percentile(all_v, q)),
+            {
+                "method": "percentile",
+                "percentile": float(q),
+                "episodes": episodes,
+                "steps": int(all_v.size),
+                "actions": "dataset",
+                "mean": float(all_v.mean()),
+                "p50": float(np.percentile(all_v, 50)),
+                "max": float(all_v.max()),
+            },
         )
-    threshold = float(np.percentile(all_u, percentile))
-    stats = {
-        "method": "percentile",
-        "percentile": float(percentile),
-        "episodes": episodes,
-        "steps": int(all_u.size),
-        "actions": "dataset",
-        "mean": float(all_u.mean()),
-        "p50": float(np.percentile(all_u, 50)),
-        "max": float(all_u.max()),
-    }
-    return threshold, stats
+    return out
 
 
 def run_episode(session: Any, ep: dict[str, np.ndarray], feed: str = "policy") -> dict[str, Any]:
@@ -208,9 +226,10 @@ def run_episode(session: Any, ep: dict[str, np.ndarray], feed: str = "policy") -
     a_dim = actions.shape[1]
     d_shape = session.get_inputs()[2].shape
     s_shape = session.get_inputs()[3].shape
+    names = [o.name for o in session.get_outputs()]
     prev = np.zeros((1, a_dim), np.float32)
     deter, stoch = np.zeros(d_shape, np.float32), np.zeros(s_shape, np.float32)
-    out: dict[str, list[np.ndarray]] = {name: [] for name in OUTPUT_NAMES}
+    out: dict[str, list[np.ndarray]] = {name: [] for name in names}
     for t in range(len(images)):
         if feed == "dataset":
             prev = actions[t : t + 1].astype(np.float32)
@@ -220,9 +239,9 @@ def run_episode(session: Any, ep: dict[str, np.ndarray], feed: str = "policy") -
         result = session.run(
             None, {"image": images[t : t + 1], "prev_action": prev, "deter": deter, "stoch": stoch}
         )
-        for name, value in zip(OUTPUT_NAMES, result, strict=True):
+        for name, value in zip(names, result, strict=True):
             out[name].append(value[0])
-        action, deter, stoch, _ = result
+        action, deter, stoch = result[:3]
         if feed == "policy":
             prev = action
     return {name: np.stack(v) for name, v in out.items()}
@@ -240,7 +259,7 @@ def _torch_episode(step: Any, ep: dict[str, np.ndarray]) -> dict[str, np.ndarray
             result = step(torch.from_numpy(ep["image"][t : t + 1]), prev, deter, stoch)
             for name, value in zip(OUTPUT_NAMES, result, strict=True):
                 out[name].append(value[0].numpy())
-            prev, deter, stoch, _ = result
+            prev, deter, stoch = result[:3]
     return {name: np.stack(v) for name, v in out.items()}
 
 
@@ -392,12 +411,15 @@ def export_policy_step(
     overwrite: bool = False,
     percentile: float = DEFAULT_PERCENTILE,
     calibration_steps: int = DEFAULT_CALIBRATION_STEPS,
+    signal_percentile: float = DEFAULT_SIGNAL_PERCENTILE,
     log: Log = lambda _msg: None,
 ) -> ExportResult:
     """Export a PolicyStep with its ``info`` (as load_policy_step returns) to the folder ``out``."""
     out = Path(out)
     if not 0 < percentile <= 100:
         raise PolicyError(f"percentile must be in (0, 100], got {percentile}")
+    if not 0 < signal_percentile <= 100:
+        raise PolicyError(f"signal percentile must be in (0, 100], got {signal_percentile}")
     if calibration_steps < 1:
         raise PolicyError(f"calibration steps must be >= 1, got {calibration_steps}")
     _check_out(out, overwrite)
@@ -420,8 +442,9 @@ def export_policy_step(
         export_onnx(step, onnx_path)
         session = _session(onnx_path)
         inputs, outputs = _io_specs(session)
-        log(f"calibrating the uncertainty threshold on {dataset.root}")
-        threshold, calibration = calibrate(session, dataset, percentile, calibration_steps)
+        log(f"calibrating the uncertainty and image signal thresholds on {dataset.root}")
+        calibrated = calibrate(session, dataset, percentile, calibration_steps, signal_percentile)
+        threshold, calibration = calibrated.pop("uncertainty")
         digest = sha256_file(onnx_path)
         sidecar = {
             "schema_version": SCHEMA_VERSION,
@@ -440,6 +463,8 @@ def export_policy_step(
             "uncertainty_threshold": threshold,
             "uncertainty_calibration": calibration,
             "uncertainty_penalty": getattr(step, "penalty", None),
+            **{f"{n}_threshold": t for n, (t, _) in calibrated.items()},
+            **{f"{n}_calibration": c for n, (_, c) in calibrated.items()},
             "training": {
                 "run": None if run_dir is None else str(run_dir),
                 "checkpoint": info.get("checkpoint"),
@@ -486,6 +511,8 @@ def export_policy_step(
         uncertainty_threshold=threshold,
         calibration=calibration,
         verify=report,
+        signal_thresholds={n: t for n, (t, _) in calibrated.items()},
+        signal_calibration={n: c for n, (_, c) in calibrated.items()},
     )
 
 
@@ -540,6 +567,7 @@ def export_run(
     overwrite: bool = False,
     percentile: float = DEFAULT_PERCENTILE,
     calibration_steps: int = DEFAULT_CALIBRATION_STEPS,
+    signal_percentile: float = DEFAULT_SIGNAL_PERCENTILE,
     log: Log = lambda _msg: None,
 ) -> ExportResult:
     """Export the checkpoint of a training run that its ``agent.select`` rule picks, or
@@ -561,6 +589,7 @@ def export_run(
         overwrite=overwrite,
         percentile=percentile,
         calibration_steps=calibration_steps,
+        signal_percentile=signal_percentile,
         log=log,
     )
 

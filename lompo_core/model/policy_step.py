@@ -3,6 +3,13 @@
 Image in, action out, with the latent state carried by the caller. The step filters with the
 posterior *mean* and acts with the actor's *mode*: no sampling and no Python branches on tensor
 values, so the traced graph is the whole computation and the same inputs give the same outputs.
+
+Beside the ensemble's disagreement (dynamics uncertainty) it reports two signals about the image
+itself, which the controller's out-of-distribution gate reads: the posterior's ``surprise``,
+KL(posterior || prior) averaged over the prior heads (how far the image moved the belief from
+what the model predicted; a frozen or blanked camera contradicts the predicted motion), and the
+``reconstruction_error``, the decoder's mean squared error on the 64x64 model image in the
+model's [-0.5, 0.5] pixel scale (how unlike the training images the frame looks).
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ import torch
 from torch import nn
 
 from lompo_core.errors import LompoError
+from lompo_core.model.dists import gaussian_kl
+from lompo_core.model.networks import image_to_input
 from lompo_core.model.rssm import uncertainty
 
 
@@ -23,6 +32,7 @@ class PolicyStep(nn.Module):
         super().__init__()
         self.encoder = world_model.encoder
         self.rssm = world_model.rssm
+        self.decoder = world_model.decoder
         self.actor = actor
         self.penalty = penalty
         self.action_dim: int = int(world_model.rssm.action_dim)
@@ -35,17 +45,21 @@ class PolicyStep(nn.Module):
         prev_action: torch.Tensor,
         deter: torch.Tensor,
         stoch: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, ...]:
         """image uint8 [B,64,64,3], prev_action [B,A], deter [B,D], stoch [B,S] (zeros at the start
         of an episode, as in training) -> action [B,A] in [-1,1], deter' [B,D], stoch' [B,S]
-        (posterior mean) and the uncertainty [B] of the transition that led to this image."""
+        (posterior mean), the uncertainty [B] of the transition that led to this image, its
+        surprise [B] and the reconstruction error [B] of the image."""
         embed = self.encoder(image)
         deter = self.rssm.deter_step(stoch, deter, prev_action)
         prior_mean, prior_std = self.rssm.prior_all(deter)
-        stoch, _ = self.rssm.posterior(deter, embed)
+        stoch, post_std = self.rssm.posterior(deter, embed)
         u = uncertainty(prior_mean, prior_std, stoch, self.penalty)
-        action = self.actor.mode(torch.cat([stoch, deter], -1))
-        return action, deter, stoch, u
+        surprise = gaussian_kl(stoch.unsqueeze(0), post_std.unsqueeze(0), prior_mean, prior_std)
+        feat = torch.cat([stoch, deter], -1)
+        error = (self.decoder(feat) - image_to_input(image)).square().flatten(1).mean(-1)
+        action = self.actor.mode(feat)
+        return action, deter, stoch, u, surprise.mean(0), error
 
 
 def load_policy_step(

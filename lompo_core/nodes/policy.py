@@ -71,6 +71,11 @@ class PolicyNodeParams:
     uncertainty_threshold: float = -1.0  # < 0: the policy's calibrated threshold
     uncertainty_patience: int = 5
     on_uncertain: str = "hold"
+    # The out-of-distribution gate on the image signals (< 0: the policy's calibrated threshold;
+    # a policy exported without the signals has no gate).
+    surprise_threshold: float = -1.0
+    reconstruction_threshold: float = -1.0
+    ood_patience: int = 2
     start_active: bool = True
     # Physical limits set by whoever deploys, never read from the policy (ControllerConfig).
     max_linear_speed: float = 0.5  # m/s, the norm of a linear velocity command
@@ -113,6 +118,11 @@ class PolicyNodeParams:
             ),
             uncertainty_patience=self.uncertainty_patience,
             on_uncertain=self.on_uncertain,
+            surprise_threshold=None if self.surprise_threshold < 0 else self.surprise_threshold,
+            reconstruction_threshold=(
+                None if self.reconstruction_threshold < 0 else self.reconstruction_threshold
+            ),
+            ood_patience=self.ood_patience,
             start_active=self.start_active,
             max_linear_speed=self.max_linear_speed,
             max_joint_speed=self.max_joint_speed,
@@ -215,7 +225,10 @@ class PolicyCore:
             expected_sha256=params.expected_sha256 or None,
         )
         controller = Controller(
-            params.controller_config(), runtime.action_scaling, runtime.uncertainty_threshold
+            params.controller_config(),
+            runtime.action_scaling,
+            runtime.uncertainty_threshold,
+            runtime.signal_thresholds,
         )
         if params.command_interface == SERVO_TWIST and runtime.action_dim != 3:
             raise LompoError(

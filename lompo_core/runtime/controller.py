@@ -14,7 +14,12 @@ action per image; the controller decides what reaches the robot:
   at load;
 - NaN or Inf anywhere (image, action, uncertainty, clock) -> zero command and halt;
 - uncertainty above the threshold for ``uncertainty_patience`` steps in a row -> warn, hold
-  (zero command while it lasts) or halt.
+  (zero command while it lasts) or halt;
+- the out-of-distribution gate: an image whose surprise or reconstruction error (the policy's
+  image signals) is above its threshold for ``ood_patience`` frames in a row -> hold (zero
+  commands), until both are back within their thresholds for ``ood_patience`` frames in a row.
+  The ensemble's disagreement measures the dynamics' uncertainty, not whether the image looks
+  like the data: a black, blinded, noisy or frozen camera can keep it low.
 
 Stopping is never rate limited: a zero command goes out at once.
 """
@@ -22,6 +27,7 @@ Stopping is never rate limited: a zero command goes out at once.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +46,9 @@ DEFAULT_MAX_LINEAR_SPEED = 0.5  # m/s, on the command's norm (see docs/export-an
 DEFAULT_MAX_JOINT_SPEED = 1.0  # rad/s, per joint
 DEFAULT_ACTION_MAX_CEILING = 2.0  # per axis, in the sidecar's unit
 _MARGIN = 1e-6
+# The image signals the gate reads, RuntimeResult's attributes of the same names.
+OOD_SIGNALS = ("surprise", "reconstruction_error")
+OOD_HOLD = "hold: out of distribution"  # the reason of every decision the gate holds
 
 
 @dataclass
@@ -54,6 +63,12 @@ class ControllerConfig:
     uncertainty_threshold: float | None = None  # None: the sidecar's calibrated value
     uncertainty_patience: int = 5  # consecutive steps above threshold before acting
     on_uncertain: str = "hold"  # "warn" | "hold" (zero command) | "halt"
+    # The out-of-distribution gate on the policy's image signals (a policy exported without them
+    # has no gate). None: the sidecar's calibrated threshold; inf switches a signal off.
+    surprise_threshold: float | None = None  # KL(posterior || prior), nats
+    reconstruction_threshold: float | None = None  # mean squared error, [-0.5, 0.5] pixel scale
+    # Frames in a row above a threshold before holding, and within both before moving again.
+    ood_patience: int = 2
     start_active: bool = True
     # Physical limits, in the robot's units, set by whoever deploys (never read from the policy's
     # sidecar, which is not trusted). The linear limit applies to the Euclidean norm of an m/s
@@ -80,10 +95,16 @@ class ControllerConfig:
                 f"uncertainty_threshold must be a number >= 0 (inf disables it) or None, "
                 f"got {self.uncertainty_threshold!r}"
             )
-        if not isinstance(self.uncertainty_patience, int) or self.uncertainty_patience < 1:
-            raise LompoError(
-                f"uncertainty_patience must be an integer >= 1, got {self.uncertainty_patience!r}"
-            )
+        for name in ("uncertainty_patience", "ood_patience"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise LompoError(f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("surprise_threshold", "reconstruction_threshold"):
+            value = getattr(self, name)
+            if value is not None and not _valid_threshold(value):
+                raise LompoError(
+                    f"{name} must be a number >= 0 (inf disables it) or None, got {value!r}"
+                )
         for name in ("max_linear_speed", "action_max_ceiling"):
             value = getattr(self, name)
             if not (_finite(value) and value > 0):
@@ -110,10 +131,32 @@ class Decision:
 
 
 class Controller:
-    """Turns runtime results and timer ticks into Decisions. Not thread safe: one caller."""
+    """Turns runtime results and timer ticks into Decisions. Not thread safe: one caller.
 
-    def __init__(self, config: ControllerConfig, action_scaling: ActionScaling, threshold: float):
+    ``threshold`` is the policy's calibrated uncertainty threshold, ``signal_thresholds`` its
+    calibrated image signal thresholds (``PolicyRuntime.signal_thresholds``): the gate reads the
+    signals named there, each at the config's threshold if set, else at the policy's; without
+    any (a policy exported before them) the gate is off.
+    """
+
+    def __init__(
+        self,
+        config: ControllerConfig,
+        action_scaling: ActionScaling,
+        threshold: float,
+        signal_thresholds: Mapping[str, float] | None = None,
+    ):
         config.validate()
+        self.ood_thresholds: dict[str, float] = {}
+        for name, calibrated in (signal_thresholds or {}).items():
+            if name not in OOD_SIGNALS:
+                raise LompoError(f"unknown image signal {name!r}; known: {', '.join(OOD_SIGNALS)}")
+            override = getattr(config, _OOD_FIELDS[name])
+            value = calibrated if override is None else override
+            if not _valid_threshold(value):
+                raise LompoError(f"{name} threshold must be a number >= 0, got {value!r}")
+            if not math.isinf(float(value)):
+                self.ood_thresholds[name] = float(value)
         chosen = (
             config.uncertainty_threshold if config.uncertainty_threshold is not None else threshold
         )
@@ -151,6 +194,14 @@ class Controller:
         self._last_image_s: float | None = None
         self._last_sent = np.zeros(self.action_dim, np.float32)
         self._uncertain_steps = 0
+        self._ood_over = 0  # frames in a row with a signal above its threshold
+        self._ood_within = 0  # frames in a row with every signal within its threshold
+        self.ood_holding = False
+
+    @property
+    def ood_gate(self) -> bool:
+        """Whether the out-of-distribution gate reads any image signal."""
+        return bool(self.ood_thresholds)
 
     # -- state changes -------------------------------------------------------------------------
 
@@ -179,6 +230,8 @@ class Controller:
         self.halt_reason = ""
         self._last_sent[:] = 0
         self._uncertain_steps = 0
+        self._ood_over = self._ood_within = 0
+        self.ood_holding = False
 
     # -- decisions -----------------------------------------------------------------------------
 
@@ -225,9 +278,22 @@ class Controller:
         if not math.isfinite(uncertainty):
             return self._halt(f"{NONFINITE}: uncertainty is {uncertainty}")
 
+        signals = {}
+        for name in self.ood_thresholds:
+            value = getattr(result, name)
+            if value is None:
+                return self._halt(f"the result has no {name}, which the gate reads")
+            if not _finite(value):
+                return self._halt(f"{NONFINITE}: {name} is {value}")
+            signals[name] = float(value)
+
         self._last_image_s = float(now_s)
         if self.state == INACTIVE:
             return self._zero("inactive", intervened=bool(np.any(action != 0)))
+
+        ood = self._ood_gate(signals)
+        if ood is not None:
+            return self._stop(ood)
 
         uncertain_note = ""
         if uncertainty > self.threshold:
@@ -266,6 +332,30 @@ class Controller:
         return self._decision(out, "; ".join(notes) or "ok", intervened)
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def _ood_gate(self, signals: dict[str, float]) -> str | None:
+        """The reason to hold on this frame's image signals, or None to go on."""
+        over = [
+            f"{name} {value:.4g} > {self.ood_thresholds[name]:.4g}"
+            for name, value in signals.items()
+            if value > self.ood_thresholds[name]
+        ]
+        if over:
+            self._ood_over += 1
+            self._ood_within = 0
+        else:
+            self._ood_within += 1
+            self._ood_over = 0
+        patience = self.config.ood_patience
+        if not self.ood_holding and self._ood_over >= patience:
+            self.ood_holding = True
+        elif self.ood_holding and self._ood_within >= patience:
+            self.ood_holding = False
+        if not self.ood_holding:
+            return None
+        if over:
+            return f"{OOD_HOLD}: {', '.join(over)} for {self._ood_over} frames"
+        return f"{OOD_HOLD}: within thresholds for {self._ood_within} of {patience} frames"
 
     def _speed_limited(self, action: np.ndarray) -> np.ndarray:
         """The normalised action whose physical command is within the physical speed limit."""
@@ -316,6 +406,9 @@ class Controller:
             self.halt_reason = reason
         self.state = HALTED
         return self._zero(f"halt: {reason}", intervened=True)
+
+
+_OOD_FIELDS = {"surprise": "surprise_threshold", "reconstruction_error": "reconstruction_threshold"}
 
 
 def _finite(x: object) -> bool:

@@ -28,8 +28,8 @@ from lompo_core.runtime.sidecar import (
     INPUT_NAMES,
     MANIFEST_FIELD,
     ONNX_FILE,
-    OUTPUT_NAMES,
     camera_size,
+    image_signals,
     manifest_sha256,
     read_sidecar,
     shapes,
@@ -46,8 +46,12 @@ class PolicyRuntime:
     the hash runs that policy or none. ``image_limits`` overrides the size caps on camera frames,
     which otherwise follow the camera the policy was trained on (``dataset.camera`` in the
     sidecar, ``CAMERA_HEADROOM`` times each side) or, without one, ``DEFAULT_LIMITS``.
-    ``warnings`` lists one line per accepted doubt (a sidecar without a manifest) for the node
-    to log at load.
+    ``warnings`` lists one line per accepted doubt (a sidecar without a manifest, a policy
+    without the image signals) for the node to log at load.
+
+    ``signal_thresholds`` maps each image signal the policy outputs (``surprise``,
+    ``reconstruction_error``) to its threshold calibrated at export; it is empty for a policy
+    exported before them, whose steps report None for both and whose gate is off.
     """
 
     def __init__(
@@ -119,6 +123,15 @@ class PolicyRuntime:
             max_speed=tuple(float(m) for m in action["max"]),
         )
         self.uncertainty_threshold = float(self.sidecar["uncertainty_threshold"])
+        self.signal_thresholds: dict[str, float] = {
+            name: float(self.sidecar[f"{name}_threshold"]) for name in image_signals(self.sidecar)
+        }
+        if not self.signal_thresholds:
+            self.warnings.append(
+                f"{sidecar_path}: no image signals (surprise, reconstruction_error; exported "
+                "before them): the out-of-distribution gate is off, only the ensemble's "
+                "uncertainty is checked; re-export the run to have it"
+            )
 
         # Every field has been checked on its own; the manifest says they are the ones exported.
         stored = self.sidecar.get(MANIFEST_FIELD)
@@ -174,7 +187,8 @@ class PolicyRuntime:
             "outputs": shapes(self.sidecar, "outputs"),
         }
         actual = {"inputs": self.session.get_inputs(), "outputs": self.session.get_outputs()}
-        for key, names in (("inputs", INPUT_NAMES), ("outputs", OUTPUT_NAMES)):
+        # read_sidecar accepted the declared output names; the onnx file must have the same ones.
+        for key, names in (("inputs", INPUT_NAMES), ("outputs", tuple(declared["outputs"]))):
             got = [a.name for a in actual[key]]
             if tuple(got) != names:
                 raise PolicyError(
@@ -220,7 +234,7 @@ class PolicyRuntime:
         model_image = None
         try:
             model_image = self._model_image(image)
-            action, deter, stoch, uncertainty = self.session.run(
+            outputs = self.session.run(
                 None,
                 {
                     "image": model_image[None],
@@ -229,6 +243,8 @@ class PolicyRuntime:
                     "stoch": self._stoch,
                 },
             )
+            action, deter, stoch, uncertainty = outputs[:4]
+            signals = dict(zip(self.signal_thresholds, outputs[4:], strict=True))
             bad = [
                 name
                 for name, value in (
@@ -236,6 +252,7 @@ class PolicyRuntime:
                     ("deter", deter),
                     ("stoch", stoch),
                     ("uncertainty", uncertainty),
+                    *signals.items(),
                 )
                 if not np.all(np.isfinite(value))
             ]
@@ -253,6 +270,8 @@ class PolicyRuntime:
                 reason="ok",
                 action=action.reshape(-1).copy(),
                 uncertainty=float(uncertainty.reshape(-1)[0]),
+                surprise=_scalar(signals.get("surprise")),
+                reconstruction_error=_scalar(signals.get("reconstruction_error")),
                 model_image=model_image,
                 latency_s=time.perf_counter() - start,
             )
@@ -288,6 +307,10 @@ class PolicyRuntime:
 
 class _InputNotFinite(Exception):
     pass
+
+
+def _scalar(value: np.ndarray | None) -> float | None:
+    return None if value is None else float(value.reshape(-1)[0])
 
 
 def _pinned_hash(value: str | None) -> str | None:

@@ -18,6 +18,10 @@ class RuntimeResult:
     reason: str  # "ok" or why not, e.g. "decode: unsupported encoding 'yuv422'"
     action: np.ndarray  # float32 [A], normalised [-1, 1]; zeros when not ok
     uncertainty: float  # nan when not ok
+    # The image signals of the out-of-distribution gate (PolicyStep): None when the policy has no
+    # such output (exported before them) or the step failed.
+    surprise: float | None = None  # KL(posterior || prior), nats
+    reconstruction_error: float | None = None  # decoder's mean squared error, [-0.5, 0.5] scale
     model_image: np.ndarray | None = None  # the 64x64x3 uint8 the model saw
     latency_s: float = 0.0
 

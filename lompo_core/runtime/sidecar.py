@@ -30,7 +30,13 @@ MAX_DIM = 2**24  # elements in any one input or output of the step
 # The recurrent step's interface, in the order of PolicyStep.forward and its outputs. ONNX names
 # must be unique across inputs and outputs, hence the ``_next`` suffix on the new state.
 INPUT_NAMES = ("image", "prev_action", "deter", "stoch")
-OUTPUT_NAMES = ("action", "deter_next", "stoch_next", "uncertainty")
+# The image signals of the out-of-distribution gate, each with a sidecar field
+# ``<name>_threshold`` calibrated at export (and ``<name>_calibration``, how).
+IMAGE_SIGNALS = ("surprise", "reconstruction_error")
+LEGACY_OUTPUT_NAMES = ("action", "deter_next", "stoch_next", "uncertainty")
+OUTPUT_NAMES = (*LEGACY_OUTPUT_NAMES, *IMAGE_SIGNALS)
+# A policy exported before the image signals still loads, with the gate off.
+ACCEPTED_OUTPUT_NAMES = (OUTPUT_NAMES, LEGACY_OUTPUT_NAMES)
 
 REQUIRED_FIELDS = (
     "schema_version",
@@ -65,13 +71,14 @@ def read_sidecar(policy_dir: Path) -> dict[str, Any]:
             f"{path}: schema_version {sidecar['schema_version']!r}, "
             f"this lompo reads {SCHEMA_VERSION}; re-export the policy with this version"
         )
-    for key, names in (("inputs", INPUT_NAMES), ("outputs", OUTPUT_NAMES)):
+    for key, accepted in (("inputs", (INPUT_NAMES,)), ("outputs", ACCEPTED_OUTPUT_NAMES)):
         specs = sidecar[key]
         if not isinstance(specs, list):
             raise PolicyError(f"{path}: field {key!r} must be a list, got {type(specs).__name__}")
         got = [s.get("name") if isinstance(s, dict) else None for s in specs]
-        if tuple(got) != names:
-            raise PolicyError(f"{path}: field {key!r} names {got}, expected {list(names)}")
+        if tuple(got) not in accepted:
+            expected = " or ".join(str(list(names)) for names in accepted)
+            raise PolicyError(f"{path}: field {key!r} names {got}, expected {expected}")
         for spec in specs:
             shape, dtype = spec.get("shape"), spec.get("dtype")
             if not (
@@ -87,7 +94,13 @@ def read_sidecar(policy_dir: Path) -> dict[str, Any]:
             if dtype not in ("uint8", "float32"):
                 raise PolicyError(f"{path}: {key} {spec['name']!r} has a bad dtype {dtype!r}")
     _check_action(path, sidecar)
-    _check_threshold(path, sidecar)
+    _check_threshold(path, sidecar, "uncertainty")
+    for signal in image_signals(sidecar):
+        if f"{signal}_threshold" not in sidecar:
+            raise PolicyError(
+                f"{path}: missing field '{signal}_threshold' (the policy outputs {signal!r})"
+            )
+        _check_threshold(path, sidecar, signal)
     rate = sidecar.get("control_rate_hz")
     if rate is not None and not (_number(rate) and 0 < rate <= MAX_CONTROL_RATE_HZ):
         raise PolicyError(
@@ -142,26 +155,31 @@ def _check_action(path: Path, sidecar: dict[str, Any]) -> None:
             )
 
 
-def _check_threshold(path: Path, sidecar: dict[str, Any]) -> None:
-    """The threshold is finite, > 0 and within the calibration it says it came from."""
-    threshold = sidecar["uncertainty_threshold"]
+def image_signals(sidecar: dict[str, Any]) -> tuple[str, ...]:
+    """The image signals the policy outputs: all of IMAGE_SIGNALS, or none (exported before)."""
+    names = tuple(s.get("name") for s in sidecar["outputs"])
+    return tuple(n for n in IMAGE_SIGNALS if n in names)
+
+
+def _check_threshold(path: Path, sidecar: dict[str, Any], signal: str) -> None:
+    """``<signal>_threshold`` is finite, > 0 and within the calibration it says it came from."""
+    field = f"{signal}_threshold"
+    threshold = sidecar[field]
     if not (_number(threshold) and threshold > 0):
-        raise PolicyError(
-            f"{path}: field 'uncertainty_threshold' must be a finite number > 0, got {threshold!r}"
-        )
-    calibration = sidecar.get("uncertainty_calibration")
+        raise PolicyError(f"{path}: field {field!r} must be a finite number > 0, got {threshold!r}")
+    calibration = sidecar.get(f"{signal}_calibration")
     if calibration is None:
         return
     top = calibration.get("max") if isinstance(calibration, dict) else None
     if not (_number(top) and top > 0):
         raise PolicyError(
-            f"{path}: field 'uncertainty_calibration.max' must be a finite number > 0, got {top!r}"
+            f"{path}: field '{signal}_calibration.max' must be a finite number > 0, got {top!r}"
         )
-    # A percentile of the calibration's uncertainties cannot exceed their maximum.
+    # A percentile of the calibration's values cannot exceed their maximum.
     if threshold > top * (1 + 1e-6):
         raise PolicyError(
-            f"{path}: field 'uncertainty_threshold' {threshold!r} is above the calibration's "
-            f"maximum {top!r} ('uncertainty_calibration.max'): not a percentile of it"
+            f"{path}: field {field!r} {threshold!r} is above the calibration's "
+            f"maximum {top!r} ('{signal}_calibration.max'): not a percentile of it"
         )
 
 

@@ -54,6 +54,8 @@ def test_export_writes_a_verified_self_contained_policy(policy, trained):
         "deter_next",
         "stoch_next",
         "uncertainty",
+        "surprise",
+        "reconstruction_error",
     ]
     dataset = EpisodeDataset(trained[0])
     assert sidecar["dataset"]["hash"] == dataset.hash
@@ -72,6 +74,14 @@ def test_export_writes_a_verified_self_contained_policy(policy, trained):
     assert sidecar["uncertainty_calibration"]["steps"] == dataset.total_steps
     rt = PolicyRuntime(policy)
     assert rt.uncertainty_threshold == sidecar["uncertainty_threshold"]
+    assert rt.signal_thresholds == {
+        "surprise": sidecar["surprise_threshold"],
+        "reconstruction_error": sidecar["reconstruction_error_threshold"],
+    }
+    assert not rt.warnings
+    for name in ("surprise", "reconstruction_error"):
+        assert sidecar[f"{name}_calibration"]["steps"] == dataset.total_steps
+        assert sidecar[f"{name}_calibration"]["percentile"] == 99.9
 
 
 def test_threshold_is_the_percentile_of_torch_uncertainty_along_the_data(policy, trained):
@@ -87,12 +97,45 @@ def test_threshold_is_the_percentile_of_torch_uncertainty_along_the_data(policy,
             deter, stoch = torch.zeros(1, step.deter_dim), torch.zeros(1, step.stoch_dim)
             for t in range(len(ep["image"])):
                 prev = torch.from_numpy(ep["action"][t : t + 1])
-                _, deter, stoch, u = step(
+                _, deter, stoch, u, *_ = step(
                     torch.from_numpy(ep["image"][t : t + 1]), prev, deter, stoch
                 )
                 values.append(float(u))
     threshold = json.loads((policy / "policy.json").read_text())["uncertainty_threshold"]
     assert threshold == pytest.approx(np.percentile(values, 99), rel=1e-5)
+
+
+def test_image_signal_thresholds_are_percentiles_of_kl_and_mse_along_the_data(policy, trained):
+    """Surprise and reconstruction error recomputed from the world model's parts with torch's
+    own Normal KL and MSE, the dataset's actions fed back: the sidecar's thresholds are their
+    99.9th percentiles."""
+    import torch
+    from torch.distributions import Normal, kl_divergence
+    from torch.nn.functional import mse_loss
+
+    from lompo_core.model.policy_step import load_policy_step
+
+    step, _ = load_policy_step(trained[1])
+    rssm = step.rssm
+    kls, errors = [], []
+    with torch.no_grad():
+        for ep in EpisodeDataset(trained[0]):
+            deter, stoch = torch.zeros(1, step.deter_dim), torch.zeros(1, step.stoch_dim)
+            for t in range(len(ep["image"])):
+                image = torch.from_numpy(ep["image"][t : t + 1])
+                deter = rssm.deter_step(stoch, deter, torch.from_numpy(ep["action"][t : t + 1]))
+                stoch, post_std = rssm.posterior(deter, step.encoder(image))
+                prior_mean, prior_std = rssm.prior_all(deter)
+                kl = kl_divergence(Normal(stoch, post_std), Normal(prior_mean, prior_std))
+                kls.append(float(kl.sum(-1).mean()))
+                target = image.float().div(255).sub(0.5).permute(0, 3, 1, 2)
+                errors.append(float(mse_loss(step.decoder(torch.cat([stoch, deter], -1)), target)))
+    sidecar = json.loads((policy / "policy.json").read_text())
+    assert sidecar["surprise_threshold"] == pytest.approx(np.percentile(kls, 99.9), rel=1e-4)
+    assert sidecar["reconstruction_error_threshold"] == pytest.approx(
+        np.percentile(errors, 99.9), rel=1e-4
+    )
+    assert sidecar["surprise_calibration"]["max"] == pytest.approx(max(kls), rel=1e-4)
 
 
 def test_verify_catches_a_different_model(exported):
@@ -191,3 +234,27 @@ def test_checkpoint_flag_exports_an_earlier_checkpoint_of_the_same_run(trained, 
         export_run(run, tmp_path / "x", checkpoint=stranger)
     with pytest.raises(LompoError, match="no such checkpoint"):
         export_run(run, tmp_path / "y", checkpoint=tmp_path / "missing.pt")
+
+
+def test_the_gate_lets_the_training_data_through_and_holds_a_covered_camera(policy, trained):
+    """The trained policy through PolicyRuntime and Controller: a dataset episode replayed as
+    camera frames is never held; black frames after it are, by the ``ood_patience``-th."""
+    from lompo_core.runtime import Controller, ControllerConfig
+
+    rt = PolicyRuntime(policy)
+    c = Controller(
+        ControllerConfig(ood_patience=2),
+        rt.action_scaling,
+        rt.uncertainty_threshold,
+        rt.signal_thresholds,
+    )
+    assert c.ood_gate
+    ep = EpisodeDataset(trained[0]).load(0)
+    for t, image in enumerate(ep["image"]):
+        d = c.on_result(rt.step(image), 0.1 * t)
+        assert not d.reason.startswith("hold: out of distribution"), (t, d.reason)
+        rt.set_prev_action(ep["action"][min(t + 1, len(ep["action"]) - 1)])
+    black = np.zeros((64, 64, 3), np.uint8)
+    reasons = [c.on_result(rt.step(black), 10 + 0.1 * t).reason for t in range(3)]
+    assert not reasons[0].startswith("hold: out of distribution"), reasons
+    assert all(r.startswith("hold: out of distribution") for r in reasons[1:]), reasons

@@ -171,6 +171,10 @@ def test_config_threshold_overrides_the_sidecar():
         ("uncertainty_threshold", -1.0),
         ("uncertainty_patience", 0),
         ("on_uncertain", "panic"),
+        ("ood_patience", 0),
+        ("ood_patience", True),
+        ("surprise_threshold", float("nan")),
+        ("reconstruction_threshold", -0.1),
     ],
 )
 def test_bad_config_is_refused_naming_the_field(field, value):
@@ -238,3 +242,75 @@ def test_an_action_unit_without_a_limit_is_refused():
 def test_bad_physical_limits_are_refused_naming_the_field(field, value):
     with pytest.raises(LompoError, match=field):
         make(**{field: value})
+
+
+# -- issue 16: the out-of-distribution gate on the image signals ------------------------------
+
+SIGNALS = {"surprise": 10.0, "reconstruction_error": 0.01}
+
+
+def seen(surprise: float = 1.0, error: float = 0.001, action=(0.2, -0.1, 0.0)) -> RuntimeResult:
+    r = result(action)
+    r.surprise, r.reconstruction_error = surprise, error
+    return r
+
+
+def gated(**config) -> Controller:
+    return Controller(ControllerConfig(**config), SCALING, 1.0, SIGNALS)
+
+
+def test_the_gate_holds_after_patience_frames_above_and_moves_after_as_many_within():
+    c = gated(ood_patience=3)
+    assert c.ood_gate and c.ood_thresholds == SIGNALS
+    reasons = [c.on_result(seen(surprise=s), t * 0.1).reason for t, s in enumerate(
+        [50, 50, 1, 50, 50, 50, 50, 1, 1, 1, 1]
+    )]  # fmt: skip
+    assert reasons[:5] == ["ok"] * 5  # the run of two is broken by a frame within
+    assert reasons[5].startswith("hold: out of distribution: surprise 50 > 10 for 3 frames")
+    assert reasons[6].startswith("hold: out of distribution")
+    assert reasons[7:9] == [
+        "hold: out of distribution: within thresholds for 1 of 3 frames",
+        "hold: out of distribution: within thresholds for 2 of 3 frames",
+    ]
+    assert reasons[9:] == ["ok", "ok"]
+
+
+def test_a_held_frame_sends_zeros_and_either_signal_trips_the_gate():
+    c = gated(ood_patience=1)
+    d = c.on_result(seen(error=0.5), 0.0)
+    assert d.reason.startswith("hold: out of distribution: reconstruction_error 0.5 > 0.01")
+    assert not d.action.any() and not d.command.any() and d.intervened and d.state == "active"
+    both = c.on_result(seen(surprise=20, error=0.5), 0.1).reason
+    assert "surprise 20 > 10" in both and "reconstruction_error 0.5 > 0.01" in both
+
+
+def test_reset_clears_the_gate():
+    c = gated(ood_patience=1)
+    assert c.on_result(seen(surprise=50), 0.0).reason.startswith("hold: out of distribution")
+    c.reset()
+    assert c.on_result(seen(), 0.1).reason == "ok"
+
+
+def test_config_thresholds_override_the_policys_and_inf_switches_a_signal_off():
+    c = gated(ood_patience=1, surprise_threshold=100.0, reconstruction_threshold=float("inf"))
+    assert c.ood_thresholds == {"surprise": 100.0}
+    assert c.on_result(seen(surprise=50, error=5.0), 0.0).reason == "ok"
+    assert c.on_result(seen(surprise=150), 0.1).reason.startswith("hold: out of distribution")
+
+
+def test_without_the_policys_signals_the_gate_is_off():
+    c = make(ood_patience=1, surprise_threshold=0.0)
+    assert not c.ood_gate
+    assert c.on_result(seen(surprise=1e9, error=1e9), 0.0).reason == "ok"
+
+
+@pytest.mark.parametrize("bad", [None, float("nan")])
+def test_a_missing_or_nonfinite_signal_halts(bad):
+    c = gated()
+    d = c.on_result(seen(surprise=bad), 0.0)
+    assert d.state == "halted" and not d.command.any() and "surprise" in d.reason
+
+
+def test_an_unknown_signal_is_refused():
+    with pytest.raises(LompoError, match="unknown image signal 'colour'"):
+        Controller(ControllerConfig(), SCALING, 1.0, {"colour": 1.0})

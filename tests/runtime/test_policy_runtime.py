@@ -395,11 +395,48 @@ def test_a_sidecar_without_a_manifest_loads_with_a_warning(tmp_path, exported):
     PolicyRuntime(folder, expected_sha256=rt.manifest_sha256)  # pinning still works
 
 
-def test_the_shipped_policy_carries_its_manifest():
+def test_the_shipped_policy_carries_its_manifest_and_runs_without_the_gate():
+    """Exported before the image signals: it loads, says the gate is off, and still acts."""
     root = Path(__file__).resolve().parents[2] / "models" / "drawer_close"
     rt = PolicyRuntime(root)
-    assert rt.warnings == [] and rt.manifest_sha256 == rt.sidecar["manifest_sha256"]
+    assert rt.manifest_sha256 == rt.sidecar["manifest_sha256"]
     assert rt.image_limits.max_width == 1024  # 8 x its 128 px training camera
+    assert rt.signal_thresholds == {}
+    assert len(rt.warnings) == 1 and "out-of-distribution gate is off" in rt.warnings[0]
+    c = Controller(
+        ControllerConfig(ood_patience=1), rt.action_scaling, rt.uncertainty_threshold,
+        rt.signal_thresholds,
+    )  # fmt: skip
+    assert not c.ood_gate
+    black = rt.step(np.zeros((128, 128, 3), np.uint8))
+    assert black.ok and black.surprise is None and black.reconstruction_error is None
+    assert not c.on_result(black, 0.0).reason.startswith("hold")
+
+
+def test_a_new_export_reports_its_image_signals(runtime):
+    assert set(runtime.signal_thresholds) == {"surprise", "reconstruction_error"}
+    assert not runtime.warnings
+    runtime.reset()
+    r = runtime.step(scene(64, 64))
+    assert r.ok and r.surprise >= 0 and r.reconstruction_error >= 0
+
+
+def test_a_sidecar_naming_image_signals_without_their_threshold_is_refused(tmp_path, exported):
+    folder = copy_policy(exported[1], tmp_path / "p")
+    edit_sidecar(folder, lambda s: s.pop("surprise_threshold"))
+    with pytest.raises(PolicyError, match="missing field 'surprise_threshold'"):
+        PolicyRuntime(folder)
+    folder = copy_policy(exported[1], tmp_path / "q")
+    edit_sidecar(folder, lambda s: s.update(reconstruction_error_threshold=1e30))
+    with pytest.raises(PolicyError, match="'reconstruction_error_threshold' .* above the calib"):
+        PolicyRuntime(folder)
+
+
+def test_a_sidecar_that_drops_the_signals_of_its_onnx_is_refused(tmp_path, exported):
+    folder = copy_policy(exported[1], tmp_path / "p")
+    edit_sidecar(folder, lambda s: s.update(outputs=s["outputs"][:4]))
+    with pytest.raises(PolicyError, match="outputs are .*surprise"):
+        PolicyRuntime(folder)
 
 
 # -- issue 16: bombs through the runtime and the controller ------------------------------------
