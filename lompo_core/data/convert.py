@@ -554,6 +554,14 @@ class _EpisodeWriter:
         dim = _action_dim(sources, old)
         names = old["action"]["names"] if old else _action_names(c, sources, dim)
         all_sources = list(old.get("sources", [])) + [s.__dict__ for s in sources]
+        # --append: the new bags' commands must be of the kinds the dataset already holds.
+        kinds = {s.get("action_type") for s in old.get("sources", [])} - {None, ""}
+        new = {s.action_type for s in sources} - {""}
+        if kinds and not new <= kinds:
+            raise DatasetError(
+                f"{self.out / META_FILE}: its bags' commands are {', '.join(sorted(kinds))}, these "
+                f"are {', '.join(sorted(new - kinds))}: append bags recorded the same way"
+            )
         values = sum(s["action_values"] for s in all_sources)
         clipped = sum(s["clipped_values"] for s in all_sources)
         hashes = [e["sha256"] for e in self.episodes]
@@ -631,6 +639,28 @@ def _compatible(config: ConvertConfig, meta: dict[str, Any], out: Path) -> Conve
     rate = meta.get("rate_hz")
     if config.rate_hz is not None and rate and abs(config.rate_hz - rate) > 1e-9:
         raise DatasetError(f"{where}: rate {rate} Hz differs from --rate {config.rate_hz}")
+    topics = {
+        "image": config.image_topic,
+        "action": config.action_topic,
+        "reward": config.reward_topic if config.reward == "topic" else None,
+        "success": config.success_topic if config.reward != "labels" else None,
+    }
+    for role, topic in topics.items():
+        if (meta.get("topics") or {}).get(role) != topic:
+            raise DatasetError(
+                f"{where}: {role} topic {meta.get('topics', {}).get(role)!r} differs from this "
+                f"run's {topic!r}; pass the dataset's config"
+            )
+    if meta.get("reward_source") != config.reward:
+        raise DatasetError(
+            f"{where}: reward source {meta.get('reward_source')!r} differs from this run's "
+            f"{config.reward!r}"
+        )
+    if meta["action"].get("unit") != config.action.unit:
+        raise DatasetError(
+            f"{where}: action unit {meta['action'].get('unit')!r} differs from this run's "
+            f"{config.action.unit!r}"
+        )
     return config
 
 

@@ -352,3 +352,25 @@ def test_output_overlapping_an_input_bag_is_refused(make_bag, tmp_path, capsys) 
         assert cli.main(["convert", str(a), "--out", str(out), "--overwrite", "--quiet"]) == 1
         assert "overlap" in capsys.readouterr().err
     assert sorted(p.name for p in a.iterdir()) == before
+
+
+@pytest.mark.parametrize(
+    ("spec", "flags", "words"),
+    [
+        (dict(image_topic="/cam/image"), ["--image-topic", "/cam/image"], "image topic"),
+        (dict(reward="none"), ["--reward", "none"], "reward"),
+        (dict(action="Float64MultiArray"), [], "recorded the same way"),
+    ],
+    ids=["camera topic", "reward source", "action type"],
+)
+def test_append_refuses_bags_recorded_otherwise(make_bag, tmp_path, capsys, spec, flags, words):
+    a, _ = make_bag("a")
+    b, _ = make_bag("b", **spec)
+    out = tmp_path / "ds"
+    assert cli.main(["convert", str(a), "--out", str(out), "--quiet"]) == 0
+    before = (out / "meta.json").read_text()
+    assert cli.main(["convert", str(b), "--out", str(out), "--append", "--quiet", *flags]) == 1
+    err = capsys.readouterr().err
+    assert words in err and len(err.strip().splitlines()) == 1, err
+    assert (out / "meta.json").read_text() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
