@@ -15,6 +15,8 @@ EXAMPLE = "lompo eval models/drawer_close --episodes 50 --seed 1000 --out eval/ 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from lompo_core.sim.shifts import SHIFTS
+
     p.add_argument("policy", type=Path, help="exported policy folder (from lompo export)")
     p.add_argument(
         "--episodes", type=int, default=20, help="number of episodes (default: %(default)s)"
@@ -43,6 +45,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "from its sidecar, so that its crop sees the same picture)",
     )
     p.add_argument("--max-steps", type=int, default=150, help="time limit (default: %(default)s)")
+    p.add_argument(
+        "--shift",
+        choices=SHIFTS,
+        default=None,
+        help="change what the camera shows from step --shift-onset of each episode on, to test "
+        "the out-of-distribution gate: black, white, uniform noise, a frozen frame, the camera "
+        "moved 2 cm or turned 5 degrees, the lights at half, a distractor box on the table",
+    )
+    p.add_argument(
+        "--shift-onset",
+        type=int,
+        default=10,
+        help="the episode step the shift starts at (default: %(default)s)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -52,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.video and args.out is None:
         raise LompoError("--video needs --out DIR to write rollout.gif into")
+    if args.shift_onset < 0:
+        raise LompoError(f"--shift-onset must be >= 0, got {args.shift_onset}")
     report = evaluate(
         args.policy,
         args.episodes,
@@ -62,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         max_steps=args.max_steps,
         progress=not args.quiet,
+        shift=args.shift,
+        shift_onset=args.shift_onset,
     )
     print(report.summary())
     if args.out is not None:

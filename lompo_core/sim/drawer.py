@@ -8,7 +8,9 @@ gripper held closed. Success is Meta-World's own criterion.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 # MuJoCo picks its GL backend at import time; EGL renders headless without a display.
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -65,6 +67,9 @@ class DrawerCloseSim:
         self._env._freeze_rand_vec = True
         self._reset_space = self._env._random_reset_space
         self._camera = camera
+        # Called with the renderer's mjvScene after each update, before rendering: adds what the
+        # physics does not hold (the distractor of ``lompo eval --shift distractor``).
+        self.decorate: Callable[[Any], None] | None = None
         self._renderer = self._make_renderer()
         self.control_rate_hz = 1.0 / float(self._env.dt)
         # Meta-World moves the mocap by action * action_scale metres per control step.
@@ -115,6 +120,8 @@ class DrawerCloseSim:
 
     def render(self) -> np.ndarray:
         self._renderer.update_scene(self._env.data, camera=self._camera)
+        if self.decorate is not None:
+            self.decorate(self._renderer.scene)
         return self._renderer.render().copy()
 
     @property
@@ -139,6 +146,11 @@ class DrawerCloseSim:
     @property
     def mj_data(self):
         return self._env.data
+
+    @property
+    def camera(self) -> str:
+        """The name of the model camera the images are rendered from."""
+        return self._camera
 
     @property
     def frame_skip(self) -> int:

@@ -20,6 +20,7 @@ import numpy as np
 
 from lompo_core import messages as m
 from lompo_core.data.dataset import atomic_write_bytes
+from lompo_core.runtime.controller import OOD_HOLD
 
 DT_NS = 12_500_000  # one control step at 80 Hz on the virtual clock
 START_NS = 1_000_000_000  # the virtual clock's start: a stamp of 0 would read as unstamped
@@ -51,6 +52,8 @@ class EvalReport:
     wall_time_s: float
     per_episode: list[EpisodeResult] = field(default_factory=list)
     sidecar: dict[str, Any] = field(default_factory=dict)
+    # The out-of-distribution gate's view of the run: see ood_summary.
+    ood: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> str:
         lo, hi = self.success_ci95
@@ -63,7 +66,54 @@ class EvalReport:
             f"{self.policy}: {self.success_rate:.0%} success over {self.episodes} episodes "
             f"(95% CI {lo:.0%}-{hi:.0%}){steps}; step latency p50 {self.step_latency_ms_p50:.2f} ms, "
             f"p99 {self.step_latency_ms_p99:.2f} ms; {self.interventions} controller interventions"
+            + self._ood_line()
         )
+
+    def _ood_line(self) -> str:
+        ood = self.ood
+        if not ood.get("gate"):
+            return ""
+        line = f"; out-of-distribution holds {ood['ood_hold_fraction']:.2%} of steps"
+        if ood.get("shift"):
+            held = [k for k in ood["frames_to_hold"] if k is not None]
+            never = len(ood["frames_to_hold"]) - len(held)
+            first = f", median {np.median(held):.0f}, max {max(held)}" if held else ""
+            line += (
+                f"; shift {ood['shift']} from step {ood['onset']}: first hold after "
+                f"{len(held)} of {len(ood['frames_to_hold'])} onsets{first} frames"
+                f" ({never} never)"
+            )
+        return line
+
+
+def ood_summary(
+    frames: list[dict[str, Any]],
+    shift: str | None,
+    onset: int,
+    thresholds: dict[str, float],
+) -> dict[str, Any]:
+    """How the out-of-distribution gate saw a run: the thresholds it used, the steps it held
+    (``ood_hold_fraction``: of all steps; in distribution these are false holds), per episode
+    the frames from the shift's onset to its first hold (1: the first shifted frame; None: never
+    held), and every frame's signals (``frames``) for ROC analysis."""
+    holds = sum(f["ood_hold"] for f in frames)
+    to_hold: list[int | None] = []
+    if shift is not None:
+        for episode in sorted({f["episode"] for f in frames}):
+            shifted = [f for f in frames if f["episode"] == episode and f["shifted"]]
+            first = next((i + 1 for i, f in enumerate(shifted) if f["ood_hold"]), None)
+            to_hold.append(first if shifted else None)
+    return {
+        "gate": bool(thresholds),
+        "thresholds": dict(thresholds),
+        "shift": shift,
+        "onset": onset if shift is not None else None,
+        "steps": len(frames),
+        "ood_hold_steps": int(holds),
+        "ood_hold_fraction": holds / len(frames) if frames else 0.0,
+        "frames_to_hold": to_hold,
+        "frames": frames,
+    }
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -111,6 +161,8 @@ class _ExpertSide:
             "intervened": False,
             "reason": "ok",
             "uncertainty": math.nan,
+            "surprise": None,
+            "reconstruction_error": None,
             "model_image": None,
             "state": "expert",
         }
@@ -142,6 +194,8 @@ class _PolicySide:
             "intervened": d.intervened,
             "reason": d.reason,
             "uncertainty": out.result.uncertainty,
+            "surprise": out.result.surprise,
+            "reconstruction_error": out.result.reconstruction_error,
             "model_image": out.result.model_image,
             "state": d.state,
         }
@@ -194,11 +248,15 @@ def evaluate(
     max_steps: int = 150,
     distro: str = "jazzy",
     progress: bool = True,
+    shift: str | None = None,
+    shift_onset: int = 10,
 ) -> EvalReport:
     """Run ``episodes`` episodes with seeds ``seed .. seed+episodes-1``; ``None`` runs the expert.
 
     ``image_size`` is the camera's resolution; by default that of the policy's training data
     (its sidecar), so that its crop sees the same part of the same picture, else 64.
+    ``shift`` (one of ``lompo_core.sim.shifts.SHIFTS``) changes what the camera shows from step
+    ``shift_onset`` of each episode on; the report's ``ood`` says how the gate saw it.
     """
     from tqdm import tqdm
 
@@ -214,12 +272,17 @@ def evaluate(
     wire = _Wire(distro)
     kit = MessageKit.from_typestore(wire.ts)
     sim = DrawerCloseSim(image_size=image_size, max_steps=max_steps)
+    if shift is not None:
+        from lompo_core.sim.shifts import ShiftedSim
+
+        sim = ShiftedSim(sim, shift, shift_onset, seed=seed)
     side = _ExpertSide(sim, kit) if policy_dir is None else _PolicySide(Path(policy_dir), kit)
     loop = SimLoop(sim, LOCKSTEP, seed=seed)
     results: list[EpisodeResult] = []
     latencies: list[float] = []
     reasons: Counter[str] = Counter()
     gif: list[np.ndarray] = []
+    frames_seen: list[dict[str, Any]] = []
     ret, first_success, now_ns = 0.0, None, START_NS
     t_start = time.perf_counter()
     bar = tqdm(total=episodes, desc="eval", unit="ep", disable=not progress)
@@ -251,6 +314,16 @@ def evaluate(
                     bar.set_postfix(success=f"{np.mean([r.success for r in results]):.0%}")
                     continue
                 command, info = side.on_image(msgs["image"], now_ns)
+                frames_seen.append(
+                    {
+                        "episode": frame.episode,
+                        "t": frame.t,
+                        "shifted": shift is not None and frame.t >= shift_onset,
+                        "surprise": info["surprise"],
+                        "reconstruction_error": info["reconstruction_error"],
+                        "ood_hold": info["reason"].startswith(OOD_HOLD),
+                    }
+                )
                 if not math.isnan(info["latency_s"]):
                     latencies.append(info["latency_s"])
                 if info["intervened"]:
@@ -296,6 +369,12 @@ def evaluate(
         wall_time_s=time.perf_counter() - t_start,
         per_episode=results,
         sidecar=sidecar,
+        ood=ood_summary(
+            frames_seen,
+            shift,
+            shift_onset,
+            side.core.controller.ood_thresholds if policy_dir is not None else {},
+        ),
     )
     if out is not None:
         out = Path(out)
