@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # the runtime imports onnxruntime; tests of the parameters ne
         RuntimeResult,
     )
 
+OOD_DIAGNOSTICS = ("surprise", "reconstruction_error")
 RAW = "raw"
 COMPRESSED = "compressed"
 IMAGE_TRANSPORTS = (RAW, COMPRESSED)
@@ -207,6 +208,8 @@ class PolicyCore:
     stats: InputStats = field(default_factory=InputStats)
     last_decision: Decision | None = None
     last_uncertainty: float = math.nan
+    # The image signals of the last step (nan: none yet, a failed step, or a policy without them).
+    last_signals: dict[str, float] = field(default_factory=dict)
     resets: int = 0
     # Whether the last command sent asked for motion: the watchdog only needs to stop a moving
     # arm, and a zero sent into silence would be taken as an answer by a lockstep sim.
@@ -274,6 +277,13 @@ class PolicyCore:
             self.runtime.set_prev_action(decision.action)
             self.last_decision = decision
             self.last_uncertainty = float(result.uncertainty)
+            self.last_signals = {
+                name: math.nan if value is None else float(value)
+                for name, value in (
+                    ("surprise", result.surprise),
+                    ("reconstruction_error", result.reconstruction_error),
+                )
+            }
             command = self._command(decision, now_ns)
         debug = None
         if want_debug and result.model_image is not None:
@@ -352,6 +362,10 @@ class PolicyCore:
                 "step_latency_s": self.stats.latency_s,
                 "uncertainty": self.last_uncertainty,
                 "uncertainty_threshold": float(self.controller.threshold),
+                "ood_gate": "on" if self.controller.ood_gate else "off (policy without signals)",
+                "ood_holding": bool(self.controller.ood_holding),
+                **{n: self.last_signals.get(n, math.nan) for n in OOD_DIAGNOSTICS},
+                **{f"{n}_threshold": t for n, t in self.controller.ood_thresholds.items()},
                 "intervened": bool(decision.intervened) if decision is not None else False,
                 "images": self.stats.images,
                 "failed_steps": self.stats.failures,

@@ -53,6 +53,13 @@ def test_policy_params_validate_and_resolve():
     assert PolicyNodeParams(model_path="/p").controller_config().uncertainty_threshold is None
     cfg = PolicyNodeParams(model_path="/p", uncertainty_threshold=0.3).controller_config()
     assert cfg.uncertainty_threshold == 0.3
+    cfg = PolicyNodeParams(model_path="/p").controller_config()
+    assert (cfg.surprise_threshold, cfg.reconstruction_threshold) == (None, None)
+    cfg = PolicyNodeParams(
+        model_path="/p", surprise_threshold=7.5, reconstruction_threshold=0.0, ood_patience=4
+    ).controller_config()
+    assert (cfg.surprise_threshold, cfg.reconstruction_threshold) == (7.5, 0.0)
+    assert cfg.ood_patience == 4
     for bad, match in [
         ({"model_path": ""}, "model_path"),
         ({"model_path": "/p", "image_transport": "theora"}, "image_transport"),
@@ -127,6 +134,10 @@ def test_the_watchdog_stops_a_moving_arm_once_and_is_silent_otherwise(policy_dir
     assert values["images"] == "1" and values["failed_steps"] == "0"
     for key in ("input_rate_hz", "image_age_s", "step_latency_s", "uncertainty_threshold"):
         assert key in values
+    assert values["ood_gate"] == "on" and values["ood_holding"] == "False"
+    want = core.runtime.signal_thresholds["surprise"]
+    assert float(values["surprise_threshold"]) == pytest.approx(want, rel=1e-3)
+    assert float(values["reconstruction_error"]) >= 0
 
 
 def test_a_reset_between_episodes_does_not_trip_the_watchdog(policy_dir, kit):
