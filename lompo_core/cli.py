@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 from lompo_core.errors import LompoError
 
@@ -76,6 +78,10 @@ def command_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
     return parser, module
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:
@@ -83,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     parser, module = command_parser(argv[0])
     args = parser.parse_args(argv[1:])
+    # SIGTERM (kill, docker stop, systemd) and SIGHUP (a closed terminal) end a command as Ctrl-C
+    # does: what it was writing is removed and its workers are stopped.
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _interrupt)
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:

@@ -169,6 +169,7 @@ def convert(
         paths = todo
 
     out.parent.mkdir(parents=True, exist_ok=True)
+    _collect_leftovers(out)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -703,6 +704,25 @@ def _number(name: str) -> int:
         return int(Path(name).stem.rsplit("_", 1)[-1])
     except ValueError:
         return -1
+
+
+def _collect_leftovers(out: Path) -> None:
+    """Remove the hidden folders a killed conversion into ``out`` left (its pid is gone)."""
+    for stale in out.parent.glob(f".{out.name}.*-*"):
+        kind, _, pid = stale.name[len(out.name) + 2 :].rpartition("-")
+        if kind not in ("partial", "old") or not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _is_dataset(folder: Path) -> bool:

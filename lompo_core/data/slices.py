@@ -248,16 +248,21 @@ class SliceReader:
                 self.workers,
                 mp_context=multiprocessing.get_context("fork"),
                 initializer=_worker_start,
-                initargs=(self._first, self.distro, self._ring),
+                initargs=(self._first, self.distro, self._ring, os.getpid()),
             )
             # OpenCV's thread pool does not survive a fork: a child that uses (or resizes) the
             # pool it inherited waits forever for threads that are not there. Fork while it is
             # set to one thread, so that the workers never touch it; restore it here after.
             threads = cv2.getNumThreads()
             cv2.setNumThreads(1)
+            # A signal caught while forking would run this process's handler (lompo_core.cli
+            # raises KeyboardInterrupt) in the child too: block them until the child has set
+            # its own; here they are delivered after the fork.
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
             try:
                 self._pool.submit(int)  # fork them now; they open the first bag meanwhile
             finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                 cv2.setNumThreads(threads)
         return self
 
@@ -385,11 +390,33 @@ def keep_freed_memory() -> None:
         libc.mallopt(m_trim_threshold, 64 << 20)
 
 
-def _worker_start(first_bag: Path | None, distro: str, ring: np.ndarray) -> None:
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
+def _die_with(parent: int) -> None:
+    """End this worker when the converting process ends, even by SIGKILL (Linux only).
+
+    Otherwise a killed ``lompo convert`` leaves its workers running, holding the caller's pipes.
+    """
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        pr_set_pdeathsig = 1  # linux/prctl.h
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent ended before the request took effect
+        os._exit(1)
+
+
+def _worker_start(first_bag: Path | None, distro: str, ring: np.ndarray, parent: int) -> None:
     global _ring
+    _die_with(parent)
     _ring = ring
     keep_freed_memory()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    # Not the parent's handlers (lompo_core.cli raises KeyboardInterrupt): a worker just ends.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     if first_bag is not None:
         with contextlib.suppress(BagError):  # the summary will report it
             _bag(first_bag, distro)

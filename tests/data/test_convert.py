@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -374,3 +379,53 @@ def test_append_refuses_bags_recorded_otherwise(make_bag, tmp_path, capsys, spec
     assert words in err and len(err.strip().splitlines()) == 1, err
     assert (out / "meta.json").read_text() == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        found += [int(c) for c in task.read_text().split()]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL])
+def test_a_killed_conversion_leaves_no_workers_and_its_leftovers_are_collected(
+    make_bag, tmp_path, sig
+) -> None:
+    bag, _ = make_bag("big", n=600, width=160, height=120)
+    out = tmp_path / "ds"
+    cmd = [sys.executable, "-m", "lompo_core.cli", "convert", str(bag), "--out", str(out)]
+    proc = subprocess.Popen([*cmd, "--workers", "2", "--quiet"], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while len(_children(proc.pid)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    workers = _children(proc.pid)
+    assert len(workers) >= 2, "the conversion ended before its workers could be seen"
+    os.kill(proc.pid, signal.SIGSTOP)  # hold it mid-conversion, then deliver the signal
+    os.kill(proc.pid, sig)
+    os.kill(proc.pid, signal.SIGCONT)
+    code = proc.wait(30)
+    deadline = time.monotonic() + 10
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(w) for w in workers), "workers outlived the conversion"
+    assert not out.exists()
+    if sig == signal.SIGKILL:
+        assert code == -signal.SIGKILL
+        assert [p.name.split("-")[0] for p in tmp_path.iterdir() if p.name.startswith(".")] == [
+            ".ds.partial"
+        ]
+    else:
+        assert code == 130 and b"interrupted" in proc.stderr.read()
+    # The next conversion into the same --out collects what a dead one left behind.
+    assert subprocess.run([*cmd, "--quiet"], timeout=120).returncode == 0
+    assert out.is_dir() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
