@@ -28,6 +28,7 @@ from lompo_core.data.dataset import EpisodeDataset
 from lompo_core.data.preprocess import Preprocessing
 from lompo_core.errors import DatasetError, PolicyError
 from lompo_core.runtime.sidecar import (
+    FIRST_FRAME_EXEMPT,
     IMAGE_SIGNALS,
     INPUT_NAMES,
     MANIFEST_FIELD,
@@ -175,7 +176,10 @@ def calibrate(
     ``{name: (threshold, stats)}``: a percentile (``percentile`` for the uncertainty,
     ``signal_percentile`` for the image signals) of the values the exported step reports along
     dataset episodes, the latent state carried and the dataset's (executed) actions fed back, as
-    in training. In-distribution by construction, so above it means "not like the data"."""
+    in training. In-distribution by construction, so above it means "not like the data".
+    The surprise of an episode's first step is left out (``FIRST_FRAME_EXEMPT``): there the
+    prior is the model's initial state, which no image matches, and the gate does not read it.
+    """
     names = [o.name for o in session.get_outputs()]
     signals = ["uncertainty", *(n for n in IMAGE_SIGNALS if n in names)]
     values: dict[str, list[np.ndarray]] = {n: [] for n in signals}
@@ -186,7 +190,10 @@ def calibrate(
         trace = run_episode(session, ep, feed="dataset")
         keep = max(0, max_steps - used)
         for n in signals:
-            values[n].append(trace[n][:keep])
+            v = trace[n][:keep]
+            if n in FIRST_FRAME_EXEMPT:
+                v = v[~np.asarray(ep["is_first"][:keep], bool)]
+            values[n].append(v)
         used += min(keep, len(ep["image"]))
         episodes += 1
         if used >= max_steps:

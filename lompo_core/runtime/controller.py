@@ -18,6 +18,8 @@ action per image; the controller decides what reaches the robot:
 - the out-of-distribution gate: an image whose surprise or reconstruction error (the policy's
   image signals) is above its threshold for ``ood_patience`` frames in a row -> hold (zero
   commands), until both are back within their thresholds for ``ood_patience`` frames in a row.
+  The surprise of the first frame after ``reset()`` is not read (its prior is the model's
+  initial state, which predicts no particular image; the export calibrates without it).
   The ensemble's disagreement measures the dynamics' uncertainty, not whether the image looks
   like the data: a black, blinded, noisy or frozen camera can keep it low.
 
@@ -35,6 +37,7 @@ import numpy as np
 from lompo_core.actions import ActionScaling
 from lompo_core.errors import LompoError
 from lompo_core.runtime.result import NONFINITE, RuntimeResult
+from lompo_core.runtime.sidecar import FIRST_FRAME_EXEMPT
 
 INACTIVE = "inactive"
 ACTIVE = "active"
@@ -196,6 +199,7 @@ class Controller:
         self._uncertain_steps = 0
         self._ood_over = 0  # frames in a row with a signal above its threshold
         self._ood_within = 0  # frames in a row with every signal within its threshold
+        self._episode_frames = 0  # frames the gate has read since reset
         self.ood_holding = False
 
     @property
@@ -230,7 +234,7 @@ class Controller:
         self.halt_reason = ""
         self._last_sent[:] = 0
         self._uncertain_steps = 0
-        self._ood_over = self._ood_within = 0
+        self._ood_over = self._ood_within = self._episode_frames = 0
         self.ood_holding = False
 
     # -- decisions -----------------------------------------------------------------------------
@@ -335,10 +339,12 @@ class Controller:
 
     def _ood_gate(self, signals: dict[str, float]) -> str | None:
         """The reason to hold on this frame's image signals, or None to go on."""
+        first = self._episode_frames == 0
+        self._episode_frames += 1
         over = [
             f"{name} {value:.4g} > {self.ood_thresholds[name]:.4g}"
             for name, value in signals.items()
-            if value > self.ood_thresholds[name]
+            if value > self.ood_thresholds[name] and not (first and name in FIRST_FRAME_EXEMPT)
         ]
         if over:
             self._ood_over += 1

@@ -33,6 +33,9 @@ INPUT_NAMES = ("image", "prev_action", "deter", "stoch")
 # The image signals of the out-of-distribution gate, each with a sidecar field
 # ``<name>_threshold`` calibrated at export (and ``<name>_calibration``, how).
 IMAGE_SIGNALS = ("surprise", "reconstruction_error")
+# Signals not read on an episode's first frame: the surprise there is measured against the
+# model's initial prior, which predicts no particular image (about 20x its later median).
+FIRST_FRAME_EXEMPT = ("surprise",)
 LEGACY_OUTPUT_NAMES = ("action", "deter_next", "stoch_next", "uncertainty")
 OUTPUT_NAMES = (*LEGACY_OUTPUT_NAMES, *IMAGE_SIGNALS)
 # A policy exported before the image signals still loads, with the gate off.

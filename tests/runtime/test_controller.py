@@ -256,7 +256,10 @@ def seen(surprise: float = 1.0, error: float = 0.001, action=(0.2, -0.1, 0.0)) -
 
 
 def gated(**config) -> Controller:
-    return Controller(ControllerConfig(**config), SCALING, 1.0, SIGNALS)
+    """A gated controller past an episode's first frame (whose surprise it does not read)."""
+    c = Controller(ControllerConfig(**config), SCALING, 1.0, SIGNALS)
+    assert c.on_result(seen(), 0.0).reason == "ok"
+    return c
 
 
 def test_the_gate_holds_after_patience_frames_above_and_moves_after_as_many_within():
@@ -289,6 +292,19 @@ def test_reset_clears_the_gate():
     assert c.on_result(seen(surprise=50), 0.0).reason.startswith("hold: out of distribution")
     c.reset()
     assert c.on_result(seen(), 0.1).reason == "ok"
+
+
+def test_the_first_frames_surprise_is_not_read_but_its_reconstruction_error_is():
+    c = Controller(ControllerConfig(ood_patience=1), SCALING, 1.0, SIGNALS)
+    assert c.on_result(seen(surprise=50), 0.0).reason == "ok"  # the initial prior's
+    assert c.on_result(seen(surprise=50), 0.1).reason.startswith("hold: out of distribution")
+    c.reset()
+    assert c.on_result(seen(surprise=50), 0.2).reason == "ok"
+    c.reset()
+    first = c.on_result(seen(surprise=50, error=0.5), 0.3).reason
+    assert (
+        first.startswith("hold: out of distribution: reconstruction_error") and "surp" not in first
+    )
 
 
 def test_config_thresholds_override_the_policys_and_inf_switches_a_signal_off():
