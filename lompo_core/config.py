@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -250,8 +251,50 @@ def _unknown(key: str, where: str) -> typing.NoReturn:
     raise LompoError(f"{where}: unknown config key {key!r}{hint}")
 
 
+def _numbers(cfg: Any, prefix: str = "") -> typing.Iterator[tuple[str, Any]]:
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _numbers(value, f"{prefix}{f.name}.")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield f"{prefix}{f.name}", value
+
+
 def validate(cfg: Config) -> None:
+    """Refuse, naming the key, a config that cannot train (a NaN, a zero size, a discount of 2)."""
+    for key, value in _numbers(cfg):
+        if not math.isfinite(value):
+            raise LompoError(f"config: {key}={value!r} must be a finite number")
+    m, w, a, log = cfg.model, cfg.world, cfg.agent, cfg.log
+    positive = {
+        "model.depth": m.depth, "model.deter": m.deter, "model.stoch": m.stoch,
+        "model.hidden": m.hidden, "model.min_std": m.min_std, "model.reward_layers": m.reward_layers,
+        "model.cont_layers": m.cont_layers, "world.lr": w.lr, "world.eps": w.eps,
+        "world.grad_clip": w.grad_clip, "agent.actor_lr": a.actor_lr, "agent.critic_lr": a.critic_lr,
+        "agent.alpha_lr": a.alpha_lr, "agent.init_alpha": a.init_alpha, "agent.tau": a.tau,
+        "agent.hidden": a.hidden, "agent.actor_layers": a.actor_layers,
+        "agent.critic_layers": a.critic_layers, "agent.grad_clip": a.grad_clip,
+        "agent.rollout_batch": a.rollout_batch, "agent.rollout_every": a.rollout_every,
+        "agent.encode_chunk": a.encode_chunk, "log.every": log.every,
+        "log.model_checkpoint_every": log.model_checkpoint_every,
+        "log.agent_checkpoint_every": log.agent_checkpoint_every,
+        "log.keep_checkpoints": log.keep_checkpoints,
+    }  # fmt: skip
+    for key, value in positive.items():
+        if not value > 0:
+            raise LompoError(f"config: {key}={value!r} must be > 0")
+    not_negative = {
+        "model.kl_scale": m.kl_scale, "model.reward_scale": m.reward_scale,
+        "model.cont_scale": m.cont_scale, "world.steps": w.steps, "agent.steps": a.steps,
+        "agent.model_buffer_min": a.model_buffer_min, "agent.buffer_capacity": a.buffer_capacity,
+        "data.cache_episodes": cfg.data.cache_episodes, "threads": cfg.threads,
+    }  # fmt: skip
+    for key, value in not_negative.items():
+        if value < 0:
+            raise LompoError(f"config: {key}={value!r} must be >= 0")
     checks = [
+        (0.0 < a.discount < 1.0, f"agent.discount={a.discount!r} must be in (0, 1)"),
+        (a.tau <= 1.0, f"agent.tau={a.tau!r} must be in (0, 1]"),
         (cfg.model.heads >= 1, "model.heads must be at least 1"),
         (cfg.world.length >= 2, "world.length must be at least 2"),
         (cfg.world.batch >= 1 and cfg.agent.batch >= 2, "batch sizes must be positive"),

@@ -43,6 +43,25 @@ def test_bad_values_are_refused(item):
         resolve("cpu", [item])
 
 
+@pytest.mark.parametrize(
+    ("item", "words"),
+    [
+        ("world.lr=nan", "world.lr=nan must be a finite number"),
+        ("agent.lmbda=inf", "agent.lmbda=inf must be a finite number"),
+        ("model.deter=0", "model.deter=0 must be > 0"),
+        ("agent.discount=2", "agent.discount=2.0 must be in (0, 1)"),
+        ("agent.discount=1", "must be in (0, 1)"),
+        ("agent.tau=0", "agent.tau=0.0 must be > 0"),
+        ("world.steps=-5", "world.steps=-5 must be >= 0"),
+        ("log.every=0", "log.every=0 must be > 0"),
+    ],
+)
+def test_values_that_cannot_train_are_refused_by_name(item, words):
+    with pytest.raises(LompoError) as info:
+        resolve("cpu", [item])
+    assert words in str(info.value)
+
+
 def test_malformed_override_and_unknown_preset():
     with pytest.raises(LompoError, match="key=value"):
         parse_overrides(["world.steps"])
