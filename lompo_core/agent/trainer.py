@@ -96,9 +96,10 @@ class Trainer:
         self._owns_group = distributed.init(self.dist, self.device)
         self.dataset = EpisodeDataset(dataset)
         if cfg.data.validate:
-            # One episode in memory at a time; a malformed file is named now, not mid-training.
+            # One episode in memory at a time; a malformed or changed file is named now, not
+            # mid-training.
             for i in range(len(self.dataset)):
-                self.dataset.load(i)
+                self.dataset.load(i, verify=True)
         self.run_dir = Path(run)
         self.dataset_info = dataset_record(self.dataset)
         self._prepare_run_dir()

@@ -205,7 +205,7 @@ def load_episode(path: Path, action_dim: int | None = None) -> Episode:
             ep = {k: z[k] for k in z.files}
     except FileNotFoundError:
         raise DatasetError(f"{path}: episode file not found") from None
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DatasetError(f"{path}: not a readable .npz episode ({exc})") from None
     validate_episode(ep, path, action_dim)
     return ep
@@ -277,6 +277,7 @@ class EpisodeInfo:
     length: int
     ret: float
     success: bool
+    sha256: str = ""  # of the file, as the converter wrote it
 
 
 class EpisodeDataset:
@@ -306,7 +307,13 @@ class EpisodeDataset:
             )
         try:
             self.episodes = [
-                EpisodeInfo(e["file"], int(e["length"]), float(e["return"]), bool(e["success"]))
+                EpisodeInfo(
+                    e["file"],
+                    int(e["length"]),
+                    float(e["return"]),
+                    bool(e["success"]),
+                    str(e.get("sha256", "")),
+                )
                 for e in self.meta["episodes"]
             ]
             self.action_dim = len(self.meta["action"]["names"])
@@ -350,9 +357,21 @@ class EpisodeDataset:
     def hash(self) -> str:
         return str(self.meta.get("content_hash", ""))
 
-    def load(self, index: int) -> Episode:
+    def load(self, index: int, verify: bool = False) -> Episode:
+        """Episode ``index``; ``verify``: first check the file against its sha256 in meta.json."""
         info = self.episodes[index]
-        ep = load_episode(self.root / info.file, self.action_dim)
+        path = self.root / info.file
+        if verify and info.sha256:
+            try:
+                digest = file_sha256(path)
+            except FileNotFoundError:
+                raise DatasetError(f"{path}: episode file not found") from None
+            if digest != info.sha256:
+                raise DatasetError(
+                    f"{path}: its content changed since it was written (sha256 {digest[:12]}..., "
+                    f"{META_FILE} says {info.sha256[:12]}...)"
+                )
+        ep = load_episode(path, self.action_dim)
         if len(ep["image"]) != info.length:
             raise DatasetError(
                 f"{self.root / info.file}: {len(ep['image'])} steps, {META_FILE} says {info.length}"

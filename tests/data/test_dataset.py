@@ -16,6 +16,7 @@ from lompo_core.data.dataset import (
     save_episode,
     write_dataset,
 )
+from lompo_core.errors import DatasetError
 
 
 def episode(length: int, success: bool) -> dict[str, np.ndarray]:
@@ -77,3 +78,32 @@ def test_a_failed_save_leaves_no_file_and_no_thread(tmp_path, monkeypatch) -> No
         save_episode(tmp_path / "ep.npz", episode(200, True))  # 2.4 MB: a split write
     assert list(tmp_path.iterdir()) == []
     assert not [t for t in threading.enumerate() if t.name.startswith("sha256")]
+
+
+def _two_episodes(tmp_path):
+    action = {"names": ["a", "b"], "unit": "m/s", "max": [0.5, 0.5]}
+    return write_dataset(
+        tmp_path / "ds", [episode(5, True), episode(7, False)], action, {"crop": None, "size": 64}
+    )
+
+
+def test_a_corrupt_episode_file_is_named(tmp_path) -> None:
+    root = _two_episodes(tmp_path)
+    path = root / "episode_000001.npz"
+    data = bytearray(path.read_bytes())
+    data[:4] = b"XXXX"  # no longer a zip archive
+    path.write_bytes(bytes(data))
+    with pytest.raises(DatasetError, match="episode_000001.npz: not a readable .npz episode"):
+        EpisodeDataset(root).load(1)
+
+
+def test_a_changed_episode_is_refused_when_verified(tmp_path) -> None:
+    root = _two_episodes(tmp_path)
+    ds = EpisodeDataset(root)
+    ep = ds.load(1)
+    ep["reward"][-1] = 1.0  # a valid episode, other than the one the converter wrote
+    np.savez(root / "episode_000001.npz", **ep)
+    assert ds.load(1)["reward"][-1] == 1.0  # unverified loads (the sampler's) read it
+    ds.load(0, verify=True)
+    with pytest.raises(DatasetError, match="episode_000001.npz: its content changed"):
+        ds.load(1, verify=True)
