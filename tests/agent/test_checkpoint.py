@@ -1,0 +1,35 @@
+"""lompo_core.agent.checkpoint: state dicts only, and a clear refusal of anything else."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+import torch
+
+from lompo_core.agent import checkpoint
+from lompo_core.errors import LompoError
+
+
+class Payload:
+    """Any class: unpickling it means importing and running code named by the file."""
+
+
+def test_a_pickled_object_is_refused_without_advising_to_run_it(tmp_path) -> None:
+    path = tmp_path / "ckpt.pt"
+    torch.save({"actor": collections.OrderedDict(w=Payload())}, path)
+    with pytest.raises(LompoError) as info:
+        checkpoint.load(path)
+    text = str(info.value)
+    assert str(path) in text and "refused" in text and len(text.splitlines()) == 1
+    assert "weights_only=False" not in text
+
+
+def test_state_dicts_load_and_garbage_is_named(tmp_path) -> None:
+    good = tmp_path / "good.pt"
+    torch.save({"actor": {"w": torch.ones(2)}, "step": 3}, good)
+    assert checkpoint.load(good)["step"] == 3
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(LompoError, match="bad.pt: not a readable checkpoint"):
+        checkpoint.load(bad)
