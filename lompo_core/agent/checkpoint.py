@@ -89,12 +89,12 @@ def load(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as exc:
-        if str(exc).startswith("Weights only load failed"):
+        if "Unsupported global" in str(exc):
             # torch's message advises weights_only=False, i.e. running the file's code: never.
             raise LompoError(
                 f"{path}: refused: it holds Python objects, not only tensors and plain data "
                 "(lompo writes state dicts; a file from elsewhere may run code when unpickled)"
             ) from None
-        raise LompoError(f"{path}: not a readable checkpoint ({exc})") from None
+        raise LompoError(f"{path}: not a readable checkpoint (not a torch state dict)") from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise LompoError(f"{path}: not a readable checkpoint ({exc})") from None
