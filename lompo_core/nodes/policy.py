@@ -77,6 +77,7 @@ class PolicyNodeParams:
     surprise_threshold: float = -1.0
     reconstruction_threshold: float = -1.0
     ood_patience: int = 2
+    frozen_patience: int = 3  # the same model image this many frames while moving: hold; 0: off
     start_active: bool = True
     # Physical limits set by whoever deploys, never read from the policy (ControllerConfig).
     max_linear_speed: float = 0.5  # m/s, the norm of a linear velocity command
@@ -124,6 +125,7 @@ class PolicyNodeParams:
                 None if self.reconstruction_threshold < 0 else self.reconstruction_threshold
             ),
             ood_patience=self.ood_patience,
+            frozen_patience=self.frozen_patience,
             start_active=self.start_active,
             max_linear_speed=self.max_linear_speed,
             max_joint_speed=self.max_joint_speed,
@@ -364,6 +366,7 @@ class PolicyCore:
                 "uncertainty_threshold": float(self.controller.threshold),
                 "ood_gate": "on" if self.controller.ood_gate else "off (policy without signals)",
                 "ood_holding": bool(self.controller.ood_holding),
+                "frozen_holding": bool(self.controller.frozen_holding),
                 **{n: self.last_signals.get(n, math.nan) for n in OOD_DIAGNOSTICS},
                 **{f"{n}_threshold": t for n, t in self.controller.ood_thresholds.items()},
                 "intervened": bool(decision.intervened) if decision is not None else False,

@@ -19,7 +19,11 @@ action per image; the controller decides what reaches the robot:
   image signals) is above its threshold for ``ood_patience`` frames in a row -> hold (zero
   commands), until both are back within their thresholds for ``ood_patience`` frames in a row.
   The surprise of the first frame after ``reset()`` is not read (its prior is the model's
-  initial state, which predicts no particular image; the export calibrates without it).
+  initial state, which predicts no particular image; the export calibrates without it);
+- a frozen image: the model image the same, bit for bit, for ``frozen_patience`` frames in a row
+  while the commands sent asked for motion -> hold until it changes. A camera pipeline that
+  repeats its last buffer with fresh stamps does this; a live camera's sensor noise never does,
+  and the per-step surprise sees only one step's missing motion, too little to tell.
   The ensemble's disagreement measures the dynamics' uncertainty, not whether the image looks
   like the data: a black, blinded, noisy or frozen camera can keep it low.
 
@@ -72,6 +76,8 @@ class ControllerConfig:
     reconstruction_threshold: float | None = None  # mean squared error, [-0.5, 0.5] pixel scale
     # Frames in a row above a threshold before holding, and within both before moving again.
     ood_patience: int = 2
+    # Frames in a row with the very same model image while moving before holding; 0: off.
+    frozen_patience: int = 3
     start_active: bool = True
     # Physical limits, in the robot's units, set by whoever deploys (never read from the policy's
     # sidecar, which is not trusted). The linear limit applies to the Euclidean norm of an m/s
@@ -102,6 +108,14 @@ class ControllerConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise LompoError(f"{name} must be an integer >= 1, got {value!r}")
+        if (
+            not isinstance(self.frozen_patience, int)
+            or isinstance(self.frozen_patience, bool)
+            or self.frozen_patience < 0
+        ):
+            raise LompoError(
+                f"frozen_patience must be an integer >= 0 (0: off), got {self.frozen_patience!r}"
+            )
         for name in ("surprise_threshold", "reconstruction_threshold"):
             value = getattr(self, name)
             if value is not None and not _valid_threshold(value):
@@ -201,6 +215,9 @@ class Controller:
         self._ood_within = 0  # frames in a row with every signal within its threshold
         self._episode_frames = 0  # frames the gate has read since reset
         self.ood_holding = False
+        self._last_model_image: np.ndarray | None = None
+        self._same_frames = 0  # frames in a row identical to the one before, while moving
+        self.frozen_holding = False
 
     @property
     def ood_gate(self) -> bool:
@@ -236,6 +253,9 @@ class Controller:
         self._uncertain_steps = 0
         self._ood_over = self._ood_within = self._episode_frames = 0
         self.ood_holding = False
+        self._last_model_image = None
+        self._same_frames = 0
+        self.frozen_holding = False
 
     # -- decisions -----------------------------------------------------------------------------
 
@@ -295,7 +315,10 @@ class Controller:
         if self.state == INACTIVE:
             return self._zero("inactive", intervened=bool(np.any(action != 0)))
 
+        frozen = self._frozen_image(result.model_image)
         ood = self._ood_gate(signals)
+        if frozen is not None:
+            return self._stop(frozen)
         if ood is not None:
             return self._stop(ood)
 
@@ -336,6 +359,27 @@ class Controller:
         return self._decision(out, "; ".join(notes) or "ok", intervened)
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def _frozen_image(self, image: np.ndarray | None) -> str | None:
+        """The reason to hold on a model image that stopped changing while moving, or None."""
+        patience = self.config.frozen_patience
+        if not patience or image is None:
+            return None
+        last, self._last_model_image = self._last_model_image, np.array(image, copy=True)
+        if last is None or not np.array_equal(last, image):
+            self._same_frames = 0
+            self.frozen_holding = False
+            return None
+        if self.frozen_holding or np.any(self._last_sent != 0):
+            self._same_frames += 1
+        if self._same_frames >= patience:
+            self.frozen_holding = True
+        if not self.frozen_holding:
+            return None
+        return (
+            f"{OOD_HOLD}: frozen image (the same for {self._same_frames} frames in a row "
+            "while moving)"
+        )
 
     def _ood_gate(self, signals: dict[str, float]) -> str | None:
         """The reason to hold on this frame's image signals, or None to go on."""

@@ -59,7 +59,7 @@ def test_policy_params_validate_and_resolve():
         model_path="/p", surprise_threshold=7.5, reconstruction_threshold=0.0, ood_patience=4
     ).controller_config()
     assert (cfg.surprise_threshold, cfg.reconstruction_threshold) == (7.5, 0.0)
-    assert cfg.ood_patience == 4
+    assert cfg.ood_patience == 4 and cfg.frozen_patience == 3
     for bad, match in [
         ({"model_path": ""}, "model_path"),
         ({"model_path": "/p", "image_transport": "theora"}, "image_transport"),

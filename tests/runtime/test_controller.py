@@ -173,6 +173,7 @@ def test_config_threshold_overrides_the_sidecar():
         ("on_uncertain", "panic"),
         ("ood_patience", 0),
         ("ood_patience", True),
+        ("frozen_patience", -1),
         ("surprise_threshold", float("nan")),
         ("reconstruction_threshold", -0.1),
     ],
@@ -330,3 +331,38 @@ def test_a_missing_or_nonfinite_signal_halts(bad):
 def test_an_unknown_signal_is_refused():
     with pytest.raises(LompoError, match="unknown image signal 'colour'"):
         Controller(ControllerConfig(), SCALING, 1.0, {"colour": 1.0})
+
+
+def framed(image: np.ndarray, action=(0.2, -0.1, 0.0)) -> RuntimeResult:
+    r = result(action)
+    r.model_image = image
+    return r
+
+
+def test_a_frozen_image_while_moving_holds_until_it_changes():
+    c = make(frozen_patience=3)  # no image signals: this check needs none
+    a, b = np.zeros((64, 64, 3), np.uint8), np.full((64, 64, 3), 7, np.uint8)
+    reasons = [c.on_result(framed(a.copy()), 0.1 * t).reason for t in range(6)]
+    assert reasons[:3] == ["ok"] * 3  # the first frame, then two repeats
+    assert reasons[3] == (
+        "hold: out of distribution: frozen image (the same for 3 frames in a row while moving)"
+    )
+    assert reasons[4].startswith("hold: out of distribution: frozen image")  # zeros sent: held
+    assert c.on_result(framed(b), 1.0).reason == "ok"  # the camera lives again
+    c.reset()
+    assert [c.on_result(framed(b), 1.1 + t).reason for t in range(3)] == ["ok"] * 3
+
+
+def test_a_still_image_while_standing_still_is_no_frozen_camera():
+    c = make(frozen_patience=1)
+    a = np.zeros((64, 64, 3), np.uint8)
+    zero = (0.0, 0.0, 0.0)
+    assert [c.on_result(framed(a, zero), 0.1 * t).reason for t in range(5)] == ["ok"] * 5
+    assert c.on_result(framed(a), 1.0).reason == "ok"  # the last command sent was a zero
+    assert c.on_result(framed(a), 1.1).reason.startswith("hold: out of distribution: frozen")
+
+
+def test_frozen_patience_zero_switches_the_check_off():
+    c = make(frozen_patience=0)
+    a = np.zeros((64, 64, 3), np.uint8)
+    assert [c.on_result(framed(a), 0.1 * t).reason for t in range(6)] == ["ok"] * 6
