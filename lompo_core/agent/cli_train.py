@@ -47,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
         print(cfg.to_yaml(), end="")
         return 0
     from lompo_core.agent.trainer import Trainer
+    from lompo_core.files import exclusive
 
-    Trainer(args.dataset, args.run, cfg).run()
+    with exclusive(args.run, "lompo train"):
+        Trainer(args.dataset, args.run, cfg).run()
     return 0

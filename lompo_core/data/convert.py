@@ -117,8 +117,23 @@ def convert(
     """Convert bags (files, rosbag2 folders, or folders of them) into the dataset ``out``.
 
     ``workers``: processes that read and decode slices of each bag (None: one per core; 0: all
-    in this process).
+    in this process). One conversion at a time writes ``out``: another is refused by name.
     """
+    from lompo_core.files import exclusive
+
+    with exclusive(Path(out), "lompo convert"):
+        return _convert(bags, out, config, overwrite, append, progress, workers)
+
+
+def _convert(
+    bags: list[Path],
+    out: Path,
+    config: ConvertConfig | None,
+    overwrite: bool,
+    append: bool,
+    progress: bool,
+    workers: int | None,
+) -> ConvertReport:
     start = time.perf_counter()
     config = config or ConvertConfig()
     out = Path(out)

@@ -1,4 +1,4 @@
-"""lompo_core.agent.checkpoint: state dicts only, and a clear refusal of anything else."""
+"""lompo_core.agent.checkpoint and the run folder: state dicts only, one training at a time."""
 
 from __future__ import annotations
 
@@ -34,3 +34,18 @@ def test_state_dicts_load_and_garbage_is_named(tmp_path) -> None:
     with pytest.raises(LompoError, match="bad.pt: not a readable checkpoint") as info:
         checkpoint.load(bad)
     assert len(str(info.value).splitlines()) == 1 and "weights_only" not in str(info.value)
+
+
+def test_a_second_training_on_one_run_folder_is_refused(tiny_dataset, tmp_path, capsys) -> None:
+    from lompo_core.cli import main
+    from lompo_core.files import exclusive
+
+    run = tmp_path / "run"
+    with exclusive(run, "lompo train"):  # what a running `lompo train` holds
+        code = main(
+            ["train", "--dataset", str(tiny_dataset), "--run", str(run), "--preset", "debug"]
+        )
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "another lompo train is writing it" in err and len(err.strip().splitlines()) == 1
+    assert not run.exists()

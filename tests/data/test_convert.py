@@ -421,11 +421,28 @@ def test_a_killed_conversion_leaves_no_workers_and_its_leftovers_are_collected(
     assert not out.exists()
     if sig == signal.SIGKILL:
         assert code == -signal.SIGKILL
-        assert [p.name.split("-")[0] for p in tmp_path.iterdir() if p.name.startswith(".")] == [
-            ".ds.partial"
-        ]
+        left = sorted(p.name.split("-")[0] for p in tmp_path.iterdir() if p.name.startswith("."))
+        assert left == [".ds.lock", ".ds.partial"]  # the kernel released the lock itself
     else:
         assert code == 130 and b"interrupted" in proc.stderr.read()
     # The next conversion into the same --out collects what a dead one left behind.
     assert subprocess.run([*cmd, "--quiet"], timeout=120).returncode == 0
     assert out.is_dir() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_one_conversion_at_a_time_writes_a_dataset(make_bag, tmp_path) -> None:
+    from lompo_core.files import exclusive
+
+    a, _ = make_bag("a")
+    out = tmp_path / "ds"
+    convert([a], out, ConvertConfig())
+    before = (out / "meta.json").read_text()
+    with exclusive(out, "lompo convert"):  # what a running conversion holds
+        for kw in (dict(append=True), dict(overwrite=True)):
+            with pytest.raises(
+                LompoError, match=f"another lompo convert is writing it \\(pid {os.getpid()}\\)"
+            ):
+                convert([a], out, ConvertConfig(), **kw)
+    assert (out / "meta.json").read_text() == before
+    convert([a], out, ConvertConfig(), overwrite=True)  # released: free again
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
