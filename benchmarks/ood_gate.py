@@ -24,6 +24,13 @@ import numpy as np
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 
+GATE_OFF = {
+    "surprise_threshold": float("inf"),
+    "reconstruction_threshold": float("inf"),
+    "frozen_patience": 0,
+}
+
+
 def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
     """P(a positive scores above a negative), ties counted half (the Mann-Whitney U)."""
     pos, neg = np.asarray(positive, np.float64), np.asarray(negative, np.float64)
@@ -65,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     clean = evaluate(args.policy, args.episodes, args.seed, progress=False)
+    # The same seeds with the gate off: what "success unchanged" compares against.
+    ungated = evaluate(args.policy, args.episodes, args.seed, progress=False, node_params=GATE_OFF)
     thresholds = clean.ood["thresholds"]
     if not thresholds:
         print(f"{args.policy}: the policy has no image signals (no gate)", file=sys.stderr)
@@ -75,7 +84,14 @@ def main(argv: list[str] | None = None) -> int:
         "in distribution": {
             "episodes": clean.episodes,
             "success": clean.success_rate,
+            "success_without_gate": ungated.success_rate,
+            "successes": [r.success for r in clean.per_episode],
+            "successes_without_gate": [r.success for r in ungated.per_episode],
             "false_hold_fraction": clean.ood["ood_hold_fraction"],
+            "false_hold_steps": clean.ood["ood_hold_steps"],
+            "episodes_with_false_holds": len(
+                {f["episode"] for f in clean.ood["frames"] if f["ood_hold"]}
+            ),
             "steps": clean.ood["steps"],
         }
     }
@@ -127,8 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     c = rows["in distribution"]
     print(
-        f"\nin distribution: false holds {c['false_hold_fraction']:.2%} of {c['steps']} steps, "
-        f"success {c['success']:.0%} over {c['episodes']} episodes"
+        f"\nin distribution: false holds {c['false_hold_fraction']:.2%} of {c['steps']} steps "
+        f"({c['false_hold_steps']} steps in {c['episodes_with_false_holds']} episodes), "
+        f"success {c['success']:.0%} over {c['episodes']} episodes "
+        f"({c['success_without_gate']:.0%} on the same seeds with the gate off)"
     )
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -171,10 +171,13 @@ class _ExpertSide:
 class _PolicySide:
     """policy_node's logic (PolicyCore) on a policy folder."""
 
-    def __init__(self, policy_dir: Path, kit):
+    def __init__(self, policy_dir: Path, kit, node_params: dict[str, Any] | None = None):
         from lompo_core.nodes.policy import PolicyCore, PolicyNodeParams
 
-        self.core = PolicyCore.load(PolicyNodeParams(model_path=str(policy_dir), threads=1), kit)
+        params = PolicyNodeParams.from_mapping(
+            {**(node_params or {}), "model_path": str(policy_dir), "threads": 1}
+        )
+        self.core = PolicyCore.load(params, kit)
         self.core.activate()
         self._episode: int | None = None
 
@@ -250,6 +253,7 @@ def evaluate(
     progress: bool = True,
     shift: str | None = None,
     shift_onset: int = 10,
+    node_params: dict[str, Any] | None = None,
 ) -> EvalReport:
     """Run ``episodes`` episodes with seeds ``seed .. seed+episodes-1``; ``None`` runs the expert.
 
@@ -257,6 +261,8 @@ def evaluate(
     (its sidecar), so that its crop sees the same part of the same picture, else 64.
     ``shift`` (one of ``lompo_core.sim.shifts.SHIFTS``) changes what the camera shows from step
     ``shift_onset`` of each episode on; the report's ``ood`` says how the gate saw it.
+    ``node_params`` overrides policy_node parameters (``PolicyNodeParams`` fields), e.g.
+    ``{"frozen_patience": 0}``.
     """
     from tqdm import tqdm
 
@@ -276,7 +282,11 @@ def evaluate(
         from lompo_core.sim.shifts import ShiftedSim
 
         sim = ShiftedSim(sim, shift, shift_onset, seed=seed)
-    side = _ExpertSide(sim, kit) if policy_dir is None else _PolicySide(Path(policy_dir), kit)
+    side = (
+        _ExpertSide(sim, kit)
+        if policy_dir is None
+        else _PolicySide(Path(policy_dir), kit, node_params)
+    )
     loop = SimLoop(sim, LOCKSTEP, seed=seed)
     results: list[EpisodeResult] = []
     latencies: list[float] = []
