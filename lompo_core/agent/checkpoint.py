@@ -51,6 +51,14 @@ def write(path: Path, state: dict[str, Any]) -> None:
             os.unlink(tmp)
 
 
+def remove_partial(run: Path) -> None:
+    """Remove the temporary files of writes a killed run cut short (``.<name>.*.tmp``)."""
+    folder = checkpoint_dir(run)
+    if folder.is_dir():
+        for tmp in folder.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
 def save(run: Path, name: str, state: dict[str, Any], keep: int = 3) -> Path:
     """Write ``checkpoints/<name>`` atomically, point ``last.pt`` at it, prune older ones."""
     folder = checkpoint_dir(run)

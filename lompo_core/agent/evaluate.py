@@ -34,7 +34,7 @@ def evaluate_in_sim(
             prev = torch.zeros(1, step.action_dim, device=device)
             for _ in range(max_steps):
                 image = torch.as_tensor(preprocess(obs.image, prep), device=device)[None]
-                action, deter, stoch, _ = step(image, prev, deter, stoch)
+                action, deter, stoch, *_ = step(image, prev, deter, stoch)
                 obs = sim.step(action[0].cpu().numpy())
                 prev = action
                 if obs.terminal or obs.truncated:

@@ -37,6 +37,11 @@ from lompo_core.model.world_model import WorldModel
 CONFIG_FILE, DATASET_FILE, METRICS_FILE = "config.yaml", "dataset.json", "metrics.jsonl"
 
 
+def _start_file(name: str) -> bool:
+    """A file a run's first moments write: the dataset record, or an atomic write's temporary."""
+    return name == DATASET_FILE or (name.startswith(".") and name.endswith(".tmp"))
+
+
 def resolve_device(name: str, info: distributed.DistInfo) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -179,7 +184,11 @@ class Trainer:
                         f"{str(old.get('hash'))[:12]}), not {self.dataset.root} (hash "
                         f"{self.dataset_info['hash'][:12]}); use a new --run"
                     )
-            elif run.exists() and (not run.is_dir() or any(run.iterdir())):
+            # A folder holding only the dataset record is a start killed before its config
+            # was written (the config goes last): start it again.
+            elif run.exists() and (
+                not run.is_dir() or any(not _start_file(p.name) for p in run.iterdir())
+            ):
                 raise LompoError(
                     f"{run}: exists and is not a lompo run folder (no {CONFIG_FILE}); "
                     "refusing to write into it"
@@ -316,11 +325,15 @@ class Trainer:
         """Train to the end (or, for tests, stop before update ``stop_at`` with no checkpoint)."""
         ok = True  # False after an exception: then no final barrier, which could hang
         try:
-            if self._resume():
-                self._truncate_metrics()
-                if self.phase == "done":
-                    self.log(f"{self.run_dir}: run is finished; nothing to do")
-                    return self.run_dir
+            resumed = self._resume()
+            # Lines an interrupted run logged after its last checkpoint (or before its first)
+            # are logged again: drop them, and the temporary files of a checkpoint cut short.
+            self._truncate_metrics()
+            if self.dist.main:
+                checkpoint.remove_partial(self.run_dir)
+            if resumed and self.phase == "done":
+                self.log(f"{self.run_dir}: run is finished; nothing to do")
+                return self.run_dir
             if self.phase == "model" and not self._model_phase(stop_at):
                 return self.run_dir
             if not self._agent_phase(stop_at):

@@ -358,20 +358,18 @@ class EpisodeDataset:
         return str(self.meta.get("content_hash", ""))
 
     def load(self, index: int, verify: bool = False) -> Episode:
-        """Episode ``index``; ``verify``: first check the file against its sha256 in meta.json."""
+        """Episode ``index``; ``verify``: also check the file against its sha256 in meta.json
+        (after its structure, so that a malformed file is named by what is wrong with it)."""
         info = self.episodes[index]
         path = self.root / info.file
+        ep = load_episode(path, self.action_dim)
         if verify and info.sha256:
-            try:
-                digest = file_sha256(path)
-            except FileNotFoundError:
-                raise DatasetError(f"{path}: episode file not found") from None
+            digest = file_sha256(path)
             if digest != info.sha256:
                 raise DatasetError(
                     f"{path}: its content changed since it was written (sha256 {digest[:12]}..., "
                     f"{META_FILE} says {info.sha256[:12]}...)"
                 )
-        ep = load_episode(path, self.action_dim)
         if len(ep["image"]) != info.length:
             raise DatasetError(
                 f"{self.root / info.file}: {len(ep['image'])} steps, {META_FILE} says {info.length}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import json
 
 import pytest
 import torch
@@ -49,3 +50,37 @@ def test_a_second_training_on_one_run_folder_is_refused(tiny_dataset, tmp_path, 
     err = capsys.readouterr().err
     assert "another lompo train is writing it" in err and len(err.strip().splitlines()) == 1
     assert not run.exists()
+
+
+def _train(dataset, run, stop_at=None):
+    from lompo_core.agent.trainer import Trainer
+    from lompo_core.config import resolve
+
+    Trainer(dataset, run, resolve("debug"), log=lambda m: None).run(stop_at=stop_at)
+
+
+def _logged(run):
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [(d["phase"], d["step"], sorted(d)) for d in map(json.loads, lines)]
+
+
+def test_a_run_killed_before_its_first_checkpoint_logs_each_step_once(tiny_dataset, tmp_path):
+    _train(tiny_dataset, tmp_path / "ref")
+    run = tmp_path / "run"
+    _train(tiny_dataset, run, stop_at=8)  # debug: metrics every 5 updates, a checkpoint every 10
+    assert _logged(run) and not (run / "checkpoints").exists()
+    _train(tiny_dataset, run)
+    assert _logged(run) == _logged(tmp_path / "ref")
+
+
+def test_a_start_killed_before_its_config_and_cut_checkpoints_are_recovered(tiny_dataset, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "dataset.json").write_text("{}")  # the config, written last, never came
+    (run / ".config.yaml.x1y2.tmp").write_text("half")
+    _train(tiny_dataset, run, stop_at=15)
+    assert (run / "config.yaml").is_file()
+    cut = run / "checkpoints" / ".ckpt-00000010.pt.abcd.tmp"  # a torch.save cut by a kill
+    cut.write_bytes(b"partial")
+    _train(tiny_dataset, run)
+    assert not cut.exists() and (run / "checkpoints" / "last.pt").exists()

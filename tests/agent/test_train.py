@@ -95,7 +95,7 @@ def test_policy_step_loads_from_a_run(tiny_dataset, tmp_path):
     feat = torch.randn(5, step.stoch_dim + step.deter_dim)
     torch.testing.assert_close(step.actor.mode(feat), t.sac.actor.mode(feat))
     image = torch.zeros(1, 64, 64, 3, dtype=torch.uint8)
-    action, deter, stoch, u = step(
+    action, deter, stoch, u, *_ = step(
         image, torch.zeros(1, 3), torch.zeros(1, step.deter_dim), torch.zeros(1, step.stoch_dim)
     )
     assert action.shape == (1, 3) and u.shape == (1,) and float(action.abs().max()) <= 1.0
