@@ -103,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         # Expected failures (bad input, refused overwrite) get one clear line, not a traceback.
         print(f"lompo {argv[0]}: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        # The machine said no (a full disk, a read-only folder, no permission): what was being
+        # written has been removed by the command's own cleanup; say what and where.
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"lompo {argv[0]}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -446,3 +446,20 @@ def test_one_conversion_at_a_time_writes_a_dataset(make_bag, tmp_path) -> None:
     assert (out / "meta.json").read_text() == before
     convert([a], out, ConvertConfig(), overwrite=True)  # released: free again
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(make_bag, tmp_path) -> None:
+    # RLIMIT_FSIZE makes every write past 64 KB fail as a full disk would (EFBIG, not ENOSPC).
+    a, _ = make_bag("a", n=60)
+    out = tmp_path / "ds"
+    code = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))\n"
+        "from lompo_core.cli import main\n"
+        f"sys.exit(main(['convert', {str(a)!r}, '--out', {str(out)!r}, '--quiet']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "File too large" in done.stderr
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
