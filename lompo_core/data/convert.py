@@ -358,6 +358,15 @@ def _convert_bag(
     bar.update(src.size_bytes - shown)
 
     st = aligner.stats
+    # A chunk lost without a CRC (rosbag2's mcap default writes none) reads as a shorter bag:
+    # what was read must be what the bag's own index counts.
+    for topic, got in ((image_topic, st.images), (action_topic, st.commands)):
+        listed = bag.topics[topic].count
+        if got != listed:
+            raise BagError(
+                f"{path}: topic {topic!r}: {got} messages read, the bag's index lists {listed}; "
+                "the bag is damaged"
+            )
     src.frames, src.frames_used, src.commands = st.images, st.images_used, st.commands
     src.dropped_episodes, src.ends = st.dropped, dict(st.ends)
     if st.episodes == 0:

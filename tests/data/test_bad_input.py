@@ -57,6 +57,21 @@ def drop_image_definition(bag: Path) -> None:
     db.close()
 
 
+def lose_one_image(bag: Path) -> None:
+    # A storage that lost a message its index (metadata.yaml) still counts.
+    db = sqlite3.connect(_storage_file(bag, ".db3"))
+    with db:
+        (topic_id,) = db.execute(
+            "SELECT id FROM topics WHERE name = ?", (m.IMAGE_TOPIC,)
+        ).fetchone()
+        db.execute(
+            "DELETE FROM messages WHERE id = (SELECT id FROM messages WHERE topic_id = ? "
+            "ORDER BY timestamp LIMIT 1 OFFSET 7)",
+            (topic_id,),
+        )
+    db.close()
+
+
 CASES = {
     "truncated mcap": (
         dict(storage="mcap"),
@@ -87,6 +102,11 @@ CASES = {
         dict(storage="mcap", zstd="message", n=200),
         garble_middle(".mcap"),
         "truncated or corrupt|cannot open|cannot read|cannot deserialise",
+    ),
+    "a message lost": (
+        dict(storage="sqlite3"),
+        lose_one_image,
+        "topic '/overhead_camera/image_raw': 19 messages read, the bag's index lists 20",
     ),
     "no definition": (
         dict(storage="sqlite3"),
