@@ -257,16 +257,21 @@ def _convert(
 
 
 # -- one bag ------------------------------------------------------------------------------------
-def _rate(stamps: list[int], path: Path, config: ConvertConfig) -> float:
-    """The control rate from the median period of the commands' stamps."""
+def _median_rate(stamps: list[int]) -> float | None:
     periods = np.diff(np.array(stamps, np.int64))
     periods = periods[periods > 0]
-    if len(periods) == 0:
+    return 1e9 / float(np.median(periods)) if len(periods) else None
+
+
+def _rate(stamps: list[int], path: Path, config: ConvertConfig) -> float:
+    """The control rate from the median period of the commands' stamps."""
+    rate = _median_rate(stamps)
+    if rate is None:
         raise BagError(
             f"{path}: action topic {config.action_topic!r}: too few distinct stamps to infer the "
             "control rate; pass --rate HZ"
         )
-    return 1e9 / float(np.median(periods))
+    return rate
 
 
 def _convert_bag(
@@ -311,14 +316,22 @@ def _convert_bag(
     # The rate comes from the first RATE_PROBE commands: hold the slices read until they came.
     head: list[Slice] = []
     stamps: list[int] = []
+    frames: list[int] = []
     for piece in pieces:
         head.append(piece)
         stamps += [e[2] for e in piece.events if e[0] == action_topic][: RATE_PROBE - len(stamps)]
+        frames += [e[2] for e in piece.events if e[0] == image_topic][: RATE_PROBE - len(frames)]
         if len(stamps) >= RATE_PROBE:
             break
-    bag_rate = _rate(stamps, path, config) if rate is None or len(stamps) > 1 else rate
+    command_rate = _rate(stamps, path, config) if rate is None or len(stamps) > 1 else rate
+    bag_rate = command_rate
+    camera_rate = _median_rate(frames)
+    if camera_rate is not None:
+        # Commands faster than the camera: a step needs an image, so steps come at the camera's
+        # rate, each with the latest command before its frame.
+        bag_rate = min(bag_rate, camera_rate)
     rate = bag_rate if rate is None else rate
-    src.action_rate_hz = round(bag_rate, 6)
+    src.action_rate_hz = round(command_rate, 6)
     if rate_source != "given" and abs(bag_rate - rate) > RATE_MISMATCH * rate:
         raise BagError(
             f"{path}: action topic {action_topic!r} runs at {bag_rate:.3g} Hz, the other "

@@ -52,6 +52,7 @@ class BagSpec:
     n: int = 20  # images
     rate_hz: float = 10.0
     camera_factor: int = 1  # camera rate = rate_hz * camera_factor
+    command_factor: int = 1  # commands per camera frame (a teleop faster than the camera)
     reward: str = "float32"  # float32 | success | both | none
     success_at: int | None = None  # control step at which success is published
     skip_images: tuple[int, ...] = ()  # control steps whose images are missing (gaps)
@@ -137,24 +138,27 @@ def write_bag(path: Path, spec: BagSpec) -> BagSpec:
             (log_time, 0, spec.image_topic, img_type, image_message(ts, spec, rgb, stamp, ros1))
         )
     spec.commands = []
+    atype = {
+        "TwistStamped": "geometry_msgs/msg/TwistStamped",
+        "Twist": "geometry_msgs/msg/Twist",
+    }.get(spec.action, f"std_msgs/msg/{spec.action}")
+    cmd_dt = dt // spec.command_factor
     for k in range(spec.n - 1):
-        t_img = T0 + k * dt
-        stamp = t_img + dt // 4 if spec.command_stamp == "after" else t_img
         value = command_value(k)
-        spec.commands.append(value)
-        atype = {
-            "TwistStamped": "geometry_msgs/msg/TwistStamped",
-            "Twist": "geometry_msgs/msg/Twist",
-        }.get(spec.action, f"std_msgs/msg/{spec.action}")
-        events.append(
-            (
-                t_img + dt // 4,
-                2,
-                spec.action_topic,
-                atype,
-                action_message(ts, spec, value, stamp, ros1),
+        spec.commands.append(value)  # the last command before image k + 1: its action
+        for c in range(spec.command_factor):
+            t_img = T0 + k * dt + c * cmd_dt
+            stamp = t_img + cmd_dt // 4 if spec.command_stamp == "after" else t_img
+            held = value if c == spec.command_factor - 1 else value * 0.5
+            events.append(
+                (
+                    t_img + cmd_dt // 4,
+                    2,
+                    spec.action_topic,
+                    atype,
+                    action_message(ts, spec, held, stamp, ros1),
+                )
             )
-        )
     for k in range(spec.n):
         t = T0 + k * dt
         success = spec.success_at is not None and k >= spec.success_at

@@ -172,6 +172,18 @@ def test_faster_camera_is_resampled_at_the_inferred_control_rate(make_bag, tmp_p
     assert report.frames_used == 12
 
 
+def test_commands_faster_than_the_camera_give_steps_at_the_camera_rate(make_bag, tmp_path):
+    # A 30 Hz teleop and a 10 Hz camera: one step per frame, with the last command before it.
+    path, spec = make_bag(command_factor=3, n=20)
+    report = convert([path], tmp_path / "ds", ConvertConfig())
+    meta = EpisodeDataset(tmp_path / "ds").meta
+    assert report.rate_hz == pytest.approx(10) and meta["rate_hz"] == pytest.approx(10)
+    assert meta["sources"][0]["action_rate_hz"] == pytest.approx(30)
+    (ep,) = episodes(tmp_path / "ds")
+    assert len(ep["image"]) == 20 and report.frames_used == 20
+    assert_aligned(ep)
+
+
 def test_crop_from_config_and_given_rate(make_bag, tmp_path) -> None:
     path, _ = make_bag(width=200, height=100)
     config = ConvertConfig(rate_hz=10.0, preprocessing=Preprocessing(crop=(0.25, 0, 0.75, 1)))
