@@ -728,7 +728,9 @@ class StampOrder:
             raise BagError(
                 f"{self.bag}: topic {topic!r}: a message stamped {stamp} ns arrived after "
                 f"{self._released} ns had been processed: more than max_latency_s "
-                f"({self.latency / 1e9:g} s) late"
+                f"({self.latency / 1e9:g} s) late; its stamp is {(stamp - log_time) / 1e9:+.3g} s "
+                "from its log time: if this topic's clock is not the bag's (a camera clock "
+                "ahead, sim time recorded without use_sim_time), pass --stamps log"
             )
         self._seq += 1
         heapq.heappush(self._heap, (stamp, priority, self._seq, topic, item))

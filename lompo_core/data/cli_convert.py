@@ -48,6 +48,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--rate", type=float, help="control rate in Hz (default: the action topic's)")
     p.add_argument(
+        "--stamps",
+        choices=["header", "log"],
+        help="message times: header stamps (default) or the recorder's log times (for a camera "
+        "whose clock is not the robot's, or sim time recorded without use_sim_time)",
+    )
+    p.add_argument(
         "--crop",
         help="crop before the resize, fractions x0,y0,x1,y1 of width and height (e.g. 0.2,0,0.8,1)",
     )
@@ -84,6 +90,8 @@ def config_from_args(args: argparse.Namespace) -> ConvertConfig:
         over["reward"] = "none"
     if args.rate is not None:
         over["rate_hz"] = args.rate
+    if args.stamps is not None:
+        over["stamps"] = args.stamps
     if args.crop:
         try:
             crop = tuple(float(v) for v in args.crop.split(","))

@@ -319,8 +319,9 @@ def _convert_bag(
     frames: list[int] = []
     for piece in pieces:
         head.append(piece)
-        stamps += [e[2] for e in piece.events if e[0] == action_topic][: RATE_PROBE - len(stamps)]
-        frames += [e[2] for e in piece.events if e[0] == image_topic][: RATE_PROBE - len(frames)]
+        at = 1 if config.stamps == "log" else 2  # an event is (topic, log time, stamp, value)
+        stamps += [e[at] for e in piece.events if e[0] == action_topic][: RATE_PROBE - len(stamps)]
+        frames += [e[at] for e in piece.events if e[0] == image_topic][: RATE_PROBE - len(frames)]
         if len(stamps) >= RATE_PROBE:
             break
     command_rate = _rate(stamps, path, config) if rate is None or len(stamps) > 1 else rate
@@ -444,7 +445,10 @@ def _stream(
     frames = piece.frames
     commands = [(topic, value) for topic, _, _, value in piece.events if kinds[topic] == "action"]
     actions = iter(_normalise(commands, src, config, path))
+    log_stamps = config.stamps == "log"
     for topic, t, stamp, value in piece.events:
+        if log_stamps:
+            stamp = t
         kind = kinds[topic]
         if kind == "image":
             image = value if isinstance(value, BadFrame) else frames[value]  # type: ignore[index]
@@ -625,6 +629,7 @@ class _EpisodeWriter:
                 "tolerance_s": tol / 1e9,
                 "gap_s": gap / 1e9,
                 "max_latency_s": c.max_latency_s,
+                "stamps": c.stamps,
             },
             "topics": {
                 "image": c.image_topic,

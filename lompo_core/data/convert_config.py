@@ -35,6 +35,8 @@ class ActionSpec:
         return tuple(float(v) for v in limits)
 
 
+STAMP_SOURCES = ("header", "log")
+
 @dataclass(frozen=True)
 class ConvertConfig:
     image_topic: str = m.IMAGE_TOPIC
@@ -50,6 +52,10 @@ class ConvertConfig:
     tolerance_s: float | None = None  # stamp matching; None: a quarter of a control period
     gap_s: float | None = None  # longer silence ends an episode; None: max(0.2 s, 4 periods)
     max_latency_s: float = 0.5  # how late (bag time) a message may arrive behind its stamp
+    # What a message's time is: "header" (its header stamp, where it has one) or "log" (when the
+    # recorder received it): for a camera whose clock runs apart from the robot's, or sim-time
+    # stamps recorded without use_sim_time.
+    stamps: str = "header"
     min_length: int = 2  # shorter episodes are dropped (and counted)
     max_length: int = 1000  # longer ones are cut (not terminal): memory stays bounded
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
@@ -60,6 +66,10 @@ class ConvertConfig:
         if self.reward not in REWARD_KINDS:
             raise LompoError(
                 f"reward must be one of {', '.join(REWARD_KINDS)}, got {self.reward!r}"
+            )
+        if self.stamps not in STAMP_SOURCES:
+            raise LompoError(
+                f"stamps must be one of {', '.join(STAMP_SOURCES)}, got {self.stamps!r}"
             )
         if self.reward == "labels" and self.labels is None:
             raise LompoError("reward 'labels' needs a labels file (--labels FILE)")
@@ -110,6 +120,7 @@ class ConvertConfig:
             "tolerance_s": self.tolerance_s,
             "gap_s": self.gap_s,
             "max_latency_s": self.max_latency_s,
+            "stamps": self.stamps,
             "episode": {"min_length": self.min_length, "max_length": self.max_length},
             "preprocessing": self.preprocessing.as_dict(),
             "distro": self.distro,
@@ -129,6 +140,7 @@ class ConvertConfig:
             "tolerance_s",
             "gap_s",
             "max_latency_s",
+            "stamps",
             "episode",
             "preprocessing",
             "distro",
@@ -146,7 +158,15 @@ class ConvertConfig:
         ):
             if key in topics:
                 kw[name] = topics[key]
-        for key in ("reward", "rate_hz", "tolerance_s", "gap_s", "max_latency_s", "distro"):
+        for key in (
+            "reward",
+            "rate_hz",
+            "tolerance_s",
+            "gap_s",
+            "max_latency_s",
+            "stamps",
+            "distro",
+        ):
             if d.get(key) is not None:
                 kw[key] = d[key]
         if d.get("labels") is not None:

@@ -60,6 +60,7 @@ class BagSpec:
     image_topic: str = m.IMAGE_TOPIC
     action_topic: str = m.COMMAND_TOPIC
     image_offset_s: float = 0.0  # shift all image stamps (never-overlap test)
+    image_clock_s: float = 0.0  # the camera's header stamps run this far ahead of the log times
     reverse_images_at: int | None = None  # swap two image stamps (out-of-order test)
     zstd: str = ""  # rosbag2 compression: "" none, "storage" (zstd chunks), "message"
     commands: list[np.ndarray] = field(default_factory=list)  # filled by write_bag
@@ -130,6 +131,7 @@ def write_bag(path: Path, spec: BagSpec) -> BagSpec:
         if sub == 0 and k in spec.skip_images:
             continue
         log_time = stamp = T0 + j * cam_dt + int(spec.image_offset_s * 1e9)
+        stamp += int(spec.image_clock_s * 1e9)
         if spec.reverse_images_at is not None and j == spec.reverse_images_at:
             stamp -= 2 * cam_dt  # the header goes back in time, the arrival order does not
         rgb = np.empty((spec.height, spec.width, 3), np.uint8)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -182,6 +183,31 @@ def test_commands_faster_than_the_camera_give_steps_at_the_camera_rate(make_bag,
     (ep,) = episodes(tmp_path / "ds")
     assert len(ep["image"]) == 20 and report.frames_used == 20
     assert_aligned(ep)
+
+
+@pytest.mark.parametrize("ahead_s", [0.2, 2.0])
+def test_a_camera_clock_ahead_is_named_and_log_stamps_align_it(make_bag, tmp_path, ahead_s):
+    path, _ = make_bag(image_clock_s=ahead_s, n=40)
+    out = tmp_path / "ds"
+    code = cli.main(["convert", str(path), "--out", str(out), "--quiet"])
+    if code == 0:  # accepted by header stamps: then not as the bag's clock has it
+        ep = episodes(out)[0]
+        assert not all(
+            np.allclose(ep["action"][t], expected_action(t - 1, 3), atol=1e-6)
+            for t in range(1, len(ep["action"]))
+        )
+        shutil.rmtree(out)
+    assert cli.main(["convert", str(path), "--out", str(out), "--quiet", "--stamps", "log"]) == 0
+    (ep,) = episodes(out)
+    assert_aligned(ep)
+    assert EpisodeDataset(out).meta["alignment"]["stamps"] == "log"
+
+
+def test_a_late_stamp_error_names_the_offset_and_the_option(make_bag, tmp_path, capsys):
+    path, _ = make_bag(image_clock_s=-2.0, n=40)  # header stamps 2 s behind the bag's clock
+    assert cli.main(["convert", str(path), "--out", str(tmp_path / "ds"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "-2 s from its log time" in err and "--stamps log" in err, err
 
 
 def test_crop_from_config_and_given_rate(make_bag, tmp_path) -> None:
