@@ -3,9 +3,11 @@
 Events arrive in stamp order (``bagread`` restores it from the bag's arrival order). The rules,
 with ``dt`` the control period, ``tol`` the matching tolerance and ``gap`` the gap limit:
 
-- Steps are images resampled at the control rate: the first image at or after ``target - tol`` is
-  taken, and the next target is ``target + dt`` (a grid, so no drift); an image more than ``tol``
-  late moves the grid onto it. Faster cameras are thinned; skipped frames are never decoded.
+- Steps are images resampled at the control rate, one per tick of a grid ``t0 + k * dt`` (no
+  drift): tick k's step is the latest image stamped up to ``t0 + k * dt + tol``, decided when the
+  first image past that arrives. A faster camera is thinned; a camera at a rate that is not a
+  multiple of the control rate (15 Hz frames, 10 Hz commands) still gives a step every tick;
+  a dropped frame repeats the frame before it.
 - ``action[k]`` is the latest command stamped strictly before ``image[k]`` (zero-order hold, as a
   velocity controller does); ``action[0]`` is zeros. A command stamped with the image it was chosen
   from thus counts for the next image, as does one stamped after it.
@@ -88,6 +90,9 @@ class Aligner:
         self._command: tuple[int, np.ndarray] | None = None
         self._target = 0
         self._pending: list[tuple[int, float, bool]] = []  # rewards after the last step's window
+        # The latest frame of the open tick (stamp, message, the command that led to it): it is
+        # the tick's step unless a later frame still inside the tick's window comes.
+        self._held: tuple[int, Any, np.ndarray] | None = None
         self._armed = True  # a success counts only after the flag was false (or at the start)
 
     # -- events -------------------------------------------------------------------------------
@@ -101,22 +106,29 @@ class Aligner:
         if steps is None:
             self._candidate = (stamp, msg)
             return
-        last = steps[-1].stamp
+        held = self._held
+        last = held[0] if held is not None else steps[-1].stamp
         if stamp - last > self.gap:
+            self._flush()
             self._close(False, "image gap")
             self._candidate = (stamp, msg)
             return
-        if stamp < self._target - self.tol:
-            return  # thinned to the control rate
         assert self._command is not None  # an episode opens only on a command
         if stamp - self._command[0] > self.gap:
+            self._flush()
             self._close(False, "command gap")
             self._candidate = (stamp, msg)
             return
-        if stamp > self._target + self.tol:
-            self._target = stamp  # a late or dropped frame: move the grid onto this image
-        self._append(stamp, msg, self._command[1])
-        self._target += self.dt
+        # Each tick whose window closed before this frame gets the latest frame up to it: the
+        # held one (again, if the camera dropped the frames of later ticks).
+        while stamp > self._target + self.tol and self._steps is not None:
+            if self._held is not None:
+                self._append(*self._held)
+            self._target += self.dt
+        if self._steps is None:  # a success or max_length ended the episode meanwhile
+            self._candidate = (stamp, msg)
+            return
+        self._held = (stamp, msg, self._command[1])
 
     def command(self, stamp: int, action: np.ndarray) -> None:
         self._advance(stamp)
@@ -134,6 +146,7 @@ class Aligner:
             self._target = cand[0]
             self._pending = [p for p in self._pending if p[0] >= cand[0] - self.tol]
             self._append(cand[0], cand[1], self.zero)
+            self._held = (cand[0], cand[1], self.zero)  # until a frame of the next tick comes
             self._target += self.dt
             self._advance(stamp)
 
@@ -157,10 +170,18 @@ class Aligner:
 
     def finish(self) -> None:
         """End of the bag: finalise and emit the open episode."""
+        self._flush()
         if self._steps is not None:
             self._advance(None)
         if self._steps is not None:
             self._close(False, "end of bag")
+
+    def _flush(self) -> None:
+        """The held frame becomes the open tick's step (the episode ends with it)."""
+        held, self._held = self._held, None
+        if held is not None and self._steps is not None:
+            self._append(*held)
+            self._advance(held[0])
 
     # -- internals ----------------------------------------------------------------------------
     def _credit(self, step: AlignedStep, value: float, success: bool) -> None:
@@ -200,7 +221,9 @@ class Aligner:
 
     def _close(self, terminal: bool, why: str) -> None:
         steps, self._steps = self._steps, None
-        self._candidate = None
+        # A frame held for the next tick is the latest image while no episode is open.
+        held, self._held = self._held, None
+        self._candidate = None if held is None else (held[0], held[1])
         st = self.stats
         st.ends[why] = st.ends.get(why, 0) + 1
         if not steps:
