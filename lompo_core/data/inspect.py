@@ -1,7 +1,8 @@
 """``lompo inspect``: what is in a bag or a dataset, as text (and a contact sheet of frames).
 
-For a bag: topics, types, counts, rates, duration and the longest gaps, without deserialising
-anything (arrival times only), so a large bag is summarised at disk speed. For a dataset: episode
+For a bag: topics, types, counts, rates, duration and the longest gaps from arrival times (a
+large bag is summarised at disk speed), and for stamped topics how far the header stamps run
+from the log times (the first ``OFFSET_SAMPLES`` messages deserialised). For a dataset: episode
 lengths, returns, success rate, per-axis action histograms, and a PNG grid of frames.
 """
 
@@ -18,6 +19,13 @@ from lompo_core.data.dataset import EpisodeDataset
 GAP_FACTOR = 5.0  # a pause longer than this many median periods is reported as a gap
 HIST_BINS = 10
 BAR_WIDTH = 30
+OFFSET_SAMPLES = 100
+# Types with a std_msgs/Header whose stamp lompo convert aligns on.
+STAMPED_TYPES = (
+    "sensor_msgs/msg/Image",
+    "sensor_msgs/msg/CompressedImage",
+    "geometry_msgs/msg/TwistStamped",
+)
 
 
 @dataclass
@@ -27,6 +35,7 @@ class TopicStats:
     count: int
     rate_hz: float | None
     gaps: list[tuple[float, float]] = field(default_factory=list)  # (start s from bag start, s)
+    stamp_offset_s: float | None = None  # median header stamp minus log time; None: unstamped
 
 
 @dataclass
@@ -43,13 +52,16 @@ class BagSummary:
             f"bag       {self.path}",
             f"format    {self.format}, {self.size_bytes / 1e6:.1f} MB",
             f"duration  {self.duration_s:.3f} s from {self.start_ns / 1e9:.3f} s",
-            f"{'topic':<40} {'type':<34} {'count':>7} {'rate Hz':>8}  gaps",
+            f"{'topic':<40} {'type':<34} {'count':>7} {'rate Hz':>8} {'stamp-log':>10}  gaps",
         ]
         for t in self.topics:
             rate = f"{t.rate_hz:8.2f}" if t.rate_hz else "       -"
+            offset = "-" if t.stamp_offset_s is None else f"{t.stamp_offset_s * 1e3:+.1f} ms"
             gaps = ", ".join(f"{d:.3f} s at +{s:.3f} s" for s, d in t.gaps[:3]) or "none"
             more = f" (+{len(t.gaps) - 3} more)" if len(t.gaps) > 3 else ""
-            lines.append(f"{t.name:<40} {t.msgtype:<34} {t.count:>7} {rate}  {gaps}{more}")
+            lines.append(
+                f"{t.name:<40} {t.msgtype:<34} {t.count:>7} {rate} {offset:>10}  {gaps}{more}"
+            )
         return "\n".join(lines)
 
 
@@ -58,8 +70,13 @@ def inspect_bag(path: Path, distro: str = "jazzy") -> BagSummary:
     with br.Bag(path, distro) as bag:
         topics = bag.topics
         times: dict[str, list[int]] = {name: [] for name in topics}
-        for topic, _, t, _ in bag.raw_messages(list(topics)):
+        offsets: dict[str, list[int]] = {name: [] for name in topics}
+        for topic, msgtype, t, raw in bag.raw_messages(list(topics)):
             times[topic].append(t)
+            if msgtype in STAMPED_TYPES and len(offsets[topic]) < OFFSET_SAMPLES:
+                stamp = br.header_stamp(bag.deserialize(raw, msgtype, topic), 0)
+                if stamp:  # 0: the header's stamp is unset
+                    offsets[topic].append(stamp - t)
         start = min((v[0] for v in times.values() if v), default=0)
         end = max((v[-1] for v in times.values() if v), default=0)
     stats = []
@@ -74,7 +91,8 @@ def inspect_bag(path: Path, distro: str = "jazzy") -> BagSummary:
             for i in np.flatnonzero(periods > GAP_FACTOR * median):
                 gaps.append(((arr[i] - start) / 1e9, periods[i] / 1e9))
             gaps.sort(key=lambda g: -g[1])
-        stats.append(TopicStats(name, info.msgtype, len(arr), rate, gaps))
+        offset = float(np.median(offsets[name])) / 1e9 if offsets[name] else None
+        stats.append(TopicStats(name, info.msgtype, len(arr), rate, gaps, offset))
     return BagSummary(
         path, br.bag_format(path), br.bag_size(path), (end - start) / 1e9, start, stats
     )

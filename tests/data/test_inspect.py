@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import cv2
+import pytest
 
 from lompo_core import cli
 from lompo_core import messages as m
@@ -26,6 +27,18 @@ def test_inspect_bag_reports_topics_rates_and_gaps(make_bag, capsys) -> None:
     assert cli.main(["inspect", str(bag)]) == 0
     out = capsys.readouterr().out
     assert m.COMMAND_TOPIC in out and "geometry_msgs/msg/TwistStamped" in out and "0.700 s" in out
+
+
+def test_inspect_bag_shows_how_far_stamps_run_from_log_times(make_bag, capsys) -> None:
+    bag, _ = make_bag(image_clock_s=0.75, command_stamp="image")
+    topics = {t.name: t for t in inspect_bag(bag).topics}
+    assert topics[m.IMAGE_TOPIC].stamp_offset_s == pytest.approx(0.75)
+    # Commands stamped with their image's time, logged dt/4 later.
+    assert topics[m.COMMAND_TOPIC].stamp_offset_s == pytest.approx(-0.025)
+    assert topics[m.REWARD_TOPIC].stamp_offset_s is None  # Float32: no header
+    assert cli.main(["inspect", str(bag)]) == 0
+    out = capsys.readouterr().out
+    assert "stamp-log" in out and "+750.0 ms" in out and "-25.0 ms" in out
 
 
 def test_inspect_dataset_summary_histograms_and_sheet(make_bag, tmp_path: Path, capsys) -> None:
