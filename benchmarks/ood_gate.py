@@ -27,6 +27,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 GATE_OFF = {
     "surprise_threshold": float("inf"),
     "reconstruction_threshold": float("inf"),
+    "reconstruction_patch_threshold": float("inf"),
     "frozen_patience": 0,
 }
 

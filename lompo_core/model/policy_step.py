@@ -9,7 +9,9 @@ itself, which the controller's out-of-distribution gate reads: the posterior's `
 KL(posterior || prior) averaged over the prior heads (how far the image moved the belief from
 what the model predicted; a frozen or blanked camera contradicts the predicted motion), and the
 ``reconstruction_error``, the decoder's mean squared error on the 64x64 model image in the
-model's [-0.5, 0.5] pixel scale (how unlike the training images the frame looks).
+model's [-0.5, 0.5] pixel scale (how unlike the training images the frame looks), and the
+``reconstruction_patch_error``, the same error averaged over each 8x8 patch, the worst patch's
+(a small object the data never had, which the image-wide mean dilutes 64-fold).
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from lompo_core.errors import LompoError
 from lompo_core.model.dists import gaussian_kl
 from lompo_core.model.networks import image_to_input
 from lompo_core.model.rssm import uncertainty
+
+PATCH = 8  # pixels per side of the patches of reconstruction_patch_error
 
 
 class PolicyStep(nn.Module):
@@ -49,7 +54,8 @@ class PolicyStep(nn.Module):
         """image uint8 [B,64,64,3], prev_action [B,A], deter [B,D], stoch [B,S] (zeros at the start
         of an episode, as in training) -> action [B,A] in [-1,1], deter' [B,D], stoch' [B,S]
         (posterior mean), the uncertainty [B] of the transition that led to this image, its
-        surprise [B] and the reconstruction error [B] of the image."""
+        surprise [B], and the reconstruction error [B] of the image and of its worst 8x8 patch
+        [B]."""
         embed = self.encoder(image)
         deter = self.rssm.deter_step(stoch, deter, prev_action)
         prior_mean, prior_std = self.rssm.prior_all(deter)
@@ -57,9 +63,18 @@ class PolicyStep(nn.Module):
         u = uncertainty(prior_mean, prior_std, stoch, self.penalty)
         surprise = gaussian_kl(stoch.unsqueeze(0), post_std.unsqueeze(0), prior_mean, prior_std)
         feat = torch.cat([stoch, deter], -1)
-        error = (self.decoder(feat) - image_to_input(image)).square().flatten(1).mean(-1)
+        error = (self.decoder(feat) - image_to_input(image)).square().mean(-3)  # [B, 64, 64]
+        patches = F.avg_pool2d(error.unsqueeze(-3), PATCH).flatten(1)
         action = self.actor.mode(feat)
-        return action, deter, stoch, u, surprise.mean(0), error
+        return (
+            action,
+            deter,
+            stoch,
+            u,
+            surprise.mean(0),
+            error.flatten(1).mean(-1),
+            patches.max(-1).values,
+        )
 
 
 def load_policy_step(

@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # the runtime imports onnxruntime; tests of the parameters ne
         RuntimeResult,
     )
 
-OOD_DIAGNOSTICS = ("surprise", "reconstruction_error")
+OOD_DIAGNOSTICS = ("surprise", "reconstruction_error", "reconstruction_patch_error")
 RAW = "raw"
 COMPRESSED = "compressed"
 IMAGE_TRANSPORTS = (RAW, COMPRESSED)
@@ -76,6 +76,7 @@ class PolicyNodeParams:
     # a policy exported without the signals has no gate).
     surprise_threshold: float = -1.0
     reconstruction_threshold: float = -1.0
+    reconstruction_patch_threshold: float = -1.0
     ood_patience: int = 2
     frozen_patience: int = 3  # the same model image this many frames while moving: hold; 0: off
     start_active: bool = True
@@ -123,6 +124,11 @@ class PolicyNodeParams:
             surprise_threshold=None if self.surprise_threshold < 0 else self.surprise_threshold,
             reconstruction_threshold=(
                 None if self.reconstruction_threshold < 0 else self.reconstruction_threshold
+            ),
+            reconstruction_patch_threshold=(
+                None
+                if self.reconstruction_patch_threshold < 0
+                else self.reconstruction_patch_threshold
             ),
             ood_patience=self.ood_patience,
             frozen_patience=self.frozen_patience,
@@ -281,10 +287,7 @@ class PolicyCore:
             self.last_uncertainty = float(result.uncertainty)
             self.last_signals = {
                 name: math.nan if value is None else float(value)
-                for name, value in (
-                    ("surprise", result.surprise),
-                    ("reconstruction_error", result.reconstruction_error),
-                )
+                for name, value in ((n, getattr(result, n)) for n in OOD_DIAGNOSTICS)
             }
             command = self._command(decision, now_ns)
         debug = None

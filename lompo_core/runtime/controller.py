@@ -15,9 +15,9 @@ action per image; the controller decides what reaches the robot:
 - NaN or Inf anywhere (image, action, uncertainty, clock) -> zero command and halt;
 - uncertainty above the threshold for ``uncertainty_patience`` steps in a row -> warn, hold
   (zero command while it lasts) or halt;
-- the out-of-distribution gate: an image whose surprise or reconstruction error (the policy's
-  image signals) is above its threshold for ``ood_patience`` frames in a row -> hold (zero
-  commands), until both are back within their thresholds for ``ood_patience`` frames in a row.
+- the out-of-distribution gate: an image whose surprise or reconstruction error, image-wide or
+  of its worst 8x8 patch (the policy's image signals), is above its threshold for ``ood_patience`` frames in a row -> hold (zero
+  commands), until all are back within their thresholds for ``ood_patience`` frames in a row.
   The surprise of the first frame after ``reset()`` is not read (its prior is the model's
   initial state, which predicts no particular image; the export calibrates without it);
 - a frozen image: the model image the same, bit for bit, for ``frozen_patience`` frames in a row
@@ -54,7 +54,7 @@ DEFAULT_MAX_JOINT_SPEED = 1.0  # rad/s, per joint
 DEFAULT_ACTION_MAX_CEILING = 2.0  # per axis, in the sidecar's unit
 _MARGIN = 1e-6
 # The image signals the gate reads, RuntimeResult's attributes of the same names.
-OOD_SIGNALS = ("surprise", "reconstruction_error")
+OOD_SIGNALS = ("surprise", "reconstruction_error", "reconstruction_patch_error")
 OOD_HOLD = "hold: out of distribution"  # the reason of every decision the gate holds
 
 
@@ -74,6 +74,7 @@ class ControllerConfig:
     # has no gate). None: the sidecar's calibrated threshold; inf switches a signal off.
     surprise_threshold: float | None = None  # KL(posterior || prior), nats
     reconstruction_threshold: float | None = None  # mean squared error, [-0.5, 0.5] pixel scale
+    reconstruction_patch_threshold: float | None = None  # the same, the worst 8x8 patch's
     # Frames in a row above a threshold before holding, and within both before moving again.
     ood_patience: int = 2
     # Frames in a row with the very same model image while moving before holding; 0: off.
@@ -116,7 +117,7 @@ class ControllerConfig:
             raise LompoError(
                 f"frozen_patience must be an integer >= 0 (0: off), got {self.frozen_patience!r}"
             )
-        for name in ("surprise_threshold", "reconstruction_threshold"):
+        for name in _OOD_FIELDS.values():
             value = getattr(self, name)
             if value is not None and not _valid_threshold(value):
                 raise LompoError(
@@ -458,7 +459,11 @@ class Controller:
         return self._zero(f"halt: {reason}", intervened=True)
 
 
-_OOD_FIELDS = {"surprise": "surprise_threshold", "reconstruction_error": "reconstruction_threshold"}
+_OOD_FIELDS = {
+    "surprise": "surprise_threshold",
+    "reconstruction_error": "reconstruction_threshold",
+    "reconstruction_patch_error": "reconstruction_patch_threshold",
+}
 
 
 def _finite(x: object) -> bool:

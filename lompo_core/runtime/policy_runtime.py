@@ -50,7 +50,7 @@ class PolicyRuntime:
     without the image signals) for the node to log at load.
 
     ``signal_thresholds`` maps each image signal the policy outputs (``surprise``,
-    ``reconstruction_error``) to its threshold calibrated at export; it is empty for a policy
+    ``reconstruction_error``, ``reconstruction_patch_error``) to its threshold calibrated at export; it is empty for a policy
     exported before them, whose steps report None for both and whose gate is off.
     """
 
@@ -128,7 +128,7 @@ class PolicyRuntime:
         }
         if not self.signal_thresholds:
             self.warnings.append(
-                f"{sidecar_path}: no image signals (surprise, reconstruction_error; exported "
+                f"{sidecar_path}: no image signals (surprise, reconstruction errors; exported "
                 "before them): the out-of-distribution gate is off, only the ensemble's "
                 "uncertainty is checked; re-export the run to have it"
             )
@@ -272,6 +272,7 @@ class PolicyRuntime:
                 uncertainty=float(uncertainty.reshape(-1)[0]),
                 surprise=_scalar(signals.get("surprise")),
                 reconstruction_error=_scalar(signals.get("reconstruction_error")),
+                reconstruction_patch_error=_scalar(signals.get("reconstruction_patch_error")),
                 model_image=model_image,
                 latency_s=time.perf_counter() - start,
             )

@@ -22,6 +22,7 @@ class RuntimeResult:
     # such output (exported before them) or the step failed.
     surprise: float | None = None  # KL(posterior || prior), nats
     reconstruction_error: float | None = None  # decoder's mean squared error, [-0.5, 0.5] scale
+    reconstruction_patch_error: float | None = None  # the same over the worst 8x8 patch
     model_image: np.ndarray | None = None  # the 64x64x3 uint8 the model saw
     latency_s: float = 0.0
 

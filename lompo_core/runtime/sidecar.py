@@ -32,14 +32,17 @@ MAX_DIM = 2**24  # elements in any one input or output of the step
 INPUT_NAMES = ("image", "prev_action", "deter", "stoch")
 # The image signals of the out-of-distribution gate, each with a sidecar field
 # ``<name>_threshold`` calibrated at export (and ``<name>_calibration``, how).
-IMAGE_SIGNALS = ("surprise", "reconstruction_error")
+IMAGE_SIGNALS = ("surprise", "reconstruction_error", "reconstruction_patch_error")
 # Signals not read on an episode's first frame: the surprise there is measured against the
 # model's initial prior, which predicts no particular image (about 20x its later median).
 FIRST_FRAME_EXEMPT = ("surprise",)
 LEGACY_OUTPUT_NAMES = ("action", "deter_next", "stoch_next", "uncertainty")
 OUTPUT_NAMES = (*LEGACY_OUTPUT_NAMES, *IMAGE_SIGNALS)
-# A policy exported before the image signals still loads, with the gate off.
-ACCEPTED_OUTPUT_NAMES = (OUTPUT_NAMES, LEGACY_OUTPUT_NAMES)
+# A policy exported before the image signals, or before some of them, still loads: the gate
+# reads the signals it has (none: the gate is off). Each is a prefix of OUTPUT_NAMES.
+ACCEPTED_OUTPUT_NAMES = tuple(
+    OUTPUT_NAMES[:n] for n in range(len(OUTPUT_NAMES), len(LEGACY_OUTPUT_NAMES) - 1, -1)
+)
 
 REQUIRED_FIELDS = (
     "schema_version",

@@ -163,6 +163,7 @@ class _ExpertSide:
             "uncertainty": math.nan,
             "surprise": None,
             "reconstruction_error": None,
+            "reconstruction_patch_error": None,
             "model_image": None,
             "state": "expert",
         }
@@ -199,6 +200,7 @@ class _PolicySide:
             "uncertainty": out.result.uncertainty,
             "surprise": out.result.surprise,
             "reconstruction_error": out.result.reconstruction_error,
+            "reconstruction_patch_error": out.result.reconstruction_patch_error,
             "model_image": out.result.model_image,
             "state": d.state,
         }
@@ -331,6 +333,7 @@ def evaluate(
                         "shifted": shift is not None and frame.t >= shift_onset,
                         "surprise": info["surprise"],
                         "reconstruction_error": info["reconstruction_error"],
+                        "reconstruction_patch_error": info["reconstruction_patch_error"],
                         "ood_hold": info["reason"].startswith(OOD_HOLD),
                     }
                 )

@@ -56,6 +56,7 @@ def test_export_writes_a_verified_self_contained_policy(policy, trained):
         "uncertainty",
         "surprise",
         "reconstruction_error",
+        "reconstruction_patch_error",
     ]
     dataset = EpisodeDataset(trained[0])
     assert sidecar["dataset"]["hash"] == dataset.hash
@@ -77,11 +78,12 @@ def test_export_writes_a_verified_self_contained_policy(policy, trained):
     assert rt.signal_thresholds == {
         "surprise": sidecar["surprise_threshold"],
         "reconstruction_error": sidecar["reconstruction_error_threshold"],
+        "reconstruction_patch_error": sidecar["reconstruction_patch_error_threshold"],
     }
     assert not rt.warnings
     assert sidecar["reconstruction_error_calibration"]["steps"] == dataset.total_steps
     assert sidecar["surprise_calibration"]["steps"] == dataset.total_steps - len(dataset)
-    for name in ("surprise", "reconstruction_error"):
+    for name in ("surprise", "reconstruction_error", "reconstruction_patch_error"):
         assert sidecar[f"{name}_calibration"]["percentile"] == 99.9
 
 
@@ -107,8 +109,8 @@ def test_threshold_is_the_percentile_of_torch_uncertainty_along_the_data(policy,
 
 
 def test_image_signal_thresholds_are_percentiles_of_kl_and_mse_along_the_data(policy, trained):
-    """Surprise and reconstruction error recomputed from the world model's parts with torch's
-    own Normal KL and MSE, the dataset's actions fed back: the sidecar's thresholds are their
+    """Surprise and reconstruction errors (image-wide, worst 8x8 patch) recomputed from the
+    world model's parts with torch's own Normal KL and MSE, the dataset's actions fed back: the sidecar's thresholds are their
     99.9th percentiles (the surprise without each episode's first step)."""
     import torch
     from torch.distributions import Normal, kl_divergence
@@ -118,7 +120,7 @@ def test_image_signal_thresholds_are_percentiles_of_kl_and_mse_along_the_data(po
 
     step, _ = load_policy_step(trained[1])
     rssm = step.rssm
-    kls, errors = [], []
+    kls, errors, patches = [], [], []
     with torch.no_grad():
         for ep in EpisodeDataset(trained[0]):
             deter, stoch = torch.zeros(1, step.deter_dim), torch.zeros(1, step.stoch_dim)
@@ -131,13 +133,27 @@ def test_image_signal_thresholds_are_percentiles_of_kl_and_mse_along_the_data(po
                 if t > 0:  # the first step's prior is the initial state's: not calibrated on
                     kls.append(float(kl.sum(-1).mean()))
                 target = image.float().div(255).sub(0.5).permute(0, 3, 1, 2)
-                errors.append(float(mse_loss(step.decoder(torch.cat([stoch, deter], -1)), target)))
+                decoded = step.decoder(torch.cat([stoch, deter], -1))
+                errors.append(float(mse_loss(decoded, target)))
+                per_patch = [
+                    float(
+                        mse_loss(
+                            decoded[..., y : y + 8, x : x + 8], target[..., y : y + 8, x : x + 8]
+                        )
+                    )
+                    for y in range(0, 64, 8)
+                    for x in range(0, 64, 8)
+                ]
+                patches.append(max(per_patch))
     sidecar = json.loads((policy / "policy.json").read_text())
     assert sidecar["surprise_threshold"] == pytest.approx(np.percentile(kls, 99.9), rel=1e-4)
     assert sidecar["reconstruction_error_threshold"] == pytest.approx(
         np.percentile(errors, 99.9), rel=1e-4
     )
     assert sidecar["surprise_calibration"]["max"] == pytest.approx(max(kls), rel=1e-4)
+    assert sidecar["reconstruction_patch_error_threshold"] == pytest.approx(
+        np.percentile(patches, 99.9), rel=1e-4
+    )
 
 
 def test_verify_catches_a_different_model(exported):

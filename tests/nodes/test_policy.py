@@ -60,6 +60,9 @@ def test_policy_params_validate_and_resolve():
     ).controller_config()
     assert (cfg.surprise_threshold, cfg.reconstruction_threshold) == (7.5, 0.0)
     assert cfg.ood_patience == 4 and cfg.frozen_patience == 3
+    assert cfg.reconstruction_patch_threshold is None
+    cfg = PolicyNodeParams(model_path="/p", reconstruction_patch_threshold=0.2).controller_config()
+    assert cfg.reconstruction_patch_threshold == 0.2
     for bad, match in [
         ({"model_path": ""}, "model_path"),
         ({"model_path": "/p", "image_transport": "theora"}, "image_transport"),

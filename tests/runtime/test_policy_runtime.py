@@ -410,15 +410,21 @@ def test_the_shipped_policy_carries_its_manifest_and_runs_without_the_gate():
     assert not c.ood_gate
     black = rt.step(np.zeros((128, 128, 3), np.uint8))
     assert black.ok and black.surprise is None and black.reconstruction_error is None
+    assert black.reconstruction_patch_error is None
     assert not c.on_result(black, 0.0).reason.startswith("hold")
 
 
 def test_a_new_export_reports_its_image_signals(runtime):
-    assert set(runtime.signal_thresholds) == {"surprise", "reconstruction_error"}
+    assert set(runtime.signal_thresholds) == {
+        "surprise",
+        "reconstruction_error",
+        "reconstruction_patch_error",
+    }
     assert not runtime.warnings
     runtime.reset()
     r = runtime.step(scene(64, 64))
     assert r.ok and r.surprise >= 0 and r.reconstruction_error >= 0
+    assert r.reconstruction_patch_error >= r.reconstruction_error  # the worst patch's, >= mean
 
 
 def test_a_sidecar_naming_image_signals_without_their_threshold_is_refused(tmp_path, exported):
