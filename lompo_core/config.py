@@ -22,7 +22,7 @@ import yaml
 from lompo_core.errors import LompoError
 
 PRESETS_FILE = Path(__file__).with_name("presets.yaml")
-SELECT_METRICS = ("model_value", "model_return", "q")
+SELECT_METRICS = ("model_return", "model_value", "q")
 
 
 @dataclass
@@ -98,7 +98,7 @@ class AgentConfig:
     # best held-out signal `select_metric`, kept as checkpoints/offline.pt). Signals come from the
     # held-out episodes (data.holdout) alone, at every agent checkpoint.
     select: str = "last"
-    select_metric: str = "model_value"  # model_value | model_return | q (higher is better)
+    select_metric: str = "model_return"  # model_return | model_value | q (higher is better)
     select_horizon: int = 15  # imagined steps from each held-out start state
     select_starts: int = 1024  # held-out start states (evenly spaced over the held-out steps)
 

@@ -54,7 +54,7 @@ def test_reproduce_pipeline_debug(tmp_path):
     assert sidecar["dataset"]["hash"] == meta["content_hash"]
     assert sidecar["dataset"]["camera"]["width"] == 96
     assert sidecar["training"]["checkpoint"].endswith("checkpoints/offline.pt")
-    assert sidecar["training"]["selection"] == "offline:model_value"
+    assert sidecar["training"]["selection"] == "offline:model_return"
     assert math.isfinite(sidecar["uncertainty_threshold"]) and sidecar["uncertainty_threshold"] > 0
 
     report = json.loads((tmp_path / "eval" / "eval.json").read_text())

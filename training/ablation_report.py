@@ -4,7 +4,7 @@ held-out signals, and each signal's Spearman rank correlation with success.
     python training/ablation_report.py RUN [RUN ...] [--plot docs/figures/ablation.png]
 
 Prints markdown (one table per run, then the correlations). The plot draws success (solid) and the
-``offline/model_value`` signal rescaled to the run's own range (dashed) against agent updates.
+``offline/model_return`` signal rescaled to the run's own range (dashed) against agent updates.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def plot(runs: dict[str, list[dict]], path: Path) -> None:
         s = [r["agent_step"] for r in rows]
         pts = np.array([xy(a, r["success"]) for a, r in zip(s, rows, strict=True)], np.int32)
         cv2.polylines(img, [pts], False, c, 2)
-        sig = np.array([r.get("offline/model_value", np.nan) for r in rows], float)
+        sig = np.array([r.get("offline/model_return", np.nan) for r in rows], float)
         if np.isfinite(sig).all() and np.ptp(sig) > 0:
             sig = (sig - sig.min()) / np.ptp(sig)
             for a, b, ya, yb in zip(s[:-1], s[1:], sig[:-1], sig[1:], strict=True):
@@ -74,7 +74,7 @@ def plot(runs: dict[str, list[dict]], path: Path) -> None:
                     q0, q1 = p0 + (p1 - p0) * t, p0 + (p1 - p0) * (t + 0.1)
                     cv2.line(img, tuple(q0.astype(int)), tuple(q1.astype(int)), c, 1)
         cv2.putText(img, name, (m + 10, m + 18 * (i + 1)), 0, 0.5, c, 1)
-    cv2.putText(img, "success (solid), offline/model_value rescaled (dashed)", (m, 30), 0, 0.5,
+    cv2.putText(img, "success (solid), offline/model_return rescaled (dashed)", (m, 30), 0, 0.5,
                 (0, 0, 0), 1)  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), img)

@@ -212,13 +212,13 @@ def test_offline_signal_per_checkpoint_chooses_what_export_takes(tiny_dataset, t
     assert t.holdout and not set(t.holdout) & set(t.encode_idx)
     assert len(t.real) == sum(int(ds.lengths[i]) - 1 for i in t.encode_idx)
     lines = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
-    signal = {ln["agent_step"]: ln["offline/model_value"] for ln in lines if "offline/q" in ln}
+    signal = {ln["agent_step"]: ln["offline/model_return"] for ln in lines if "offline/q" in ln}
     assert sorted(signal) == [10, 20, 30]  # every agent checkpoint, the last included
     best = max(signal, key=lambda s: (signal[s], -s))  # the earliest of equals
     out = tmp_path / "policy"
     assert cli_main(["export", str(run), "--out", str(out)]) == 0
     training = json.loads((out / "policy.json").read_text())["training"]
-    assert training["selection"] == "offline:model_value" and training["step"] == best
+    assert training["selection"] == "offline:model_return" and training["step"] == best
     assert training["checkpoint"].endswith("checkpoints/offline.pt")
     last = ["--checkpoint", "last", "--overwrite"]
     assert cli_main(["export", str(run), "--out", str(out), *last]) == 0
