@@ -106,14 +106,16 @@ def test_policy_step_shapes_range_and_determinism():
     args = (image, torch.rand(b, 3) * 2 - 1, torch.zeros(b, cfg.deter), torch.zeros(b, cfg.stoch))
     with torch.no_grad():
         out1, out2 = step(*args), step(*args)
-    action, deter, stoch, u, surprise, rec_error = out1
+    action, deter, stoch, u, surprise, rec_error, patch_error = out1
     assert (
         action.shape == (b, 3) and deter.shape == (b, cfg.deter) and stoch.shape == (b, cfg.stoch)
     )
     assert u.shape == (b,) and bool((u >= 0).all())
-    # The image signals of the OOD gate: a KL and a mean squared error, one per row.
-    for signal in (surprise, rec_error):
+    # The image signals of the OOD gate: a KL and mean squared errors, one per row; the worst
+    # 8x8 patch's error is at least the image-wide mean of the patches.
+    for signal in (surprise, rec_error, patch_error):
         assert signal.shape == (b,) and bool((signal >= 0).all())
+    assert bool((patch_error >= rec_error * (1 - 1e-6)).all())
     assert action.dtype == torch.float32 and bool((action.abs() <= 1.0).all())
     for x, y in zip(out1, out2, strict=True):
         assert torch.equal(x, y)
