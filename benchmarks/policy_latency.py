@@ -123,7 +123,7 @@ def bench(step, policy: Path, size: tuple[int, int], steps: int, warmup: int) ->
         start = time.perf_counter()
         img = torch.from_numpy(to_model_image(msg, pre)[None])
         with torch.inference_mode():
-            action, deter, stoch, u, surprise, error = step(
+            action, deter, stoch, u, surprise, error, patch_error = step(
                 img, state["prev"], state["deter"], state["stoch"]
             )
         state.update(prev=action, deter=deter, stoch=stoch)
@@ -134,6 +134,7 @@ def bench(step, policy: Path, size: tuple[int, int], steps: int, warmup: int) ->
             uncertainty=float(u[0]),
             surprise=float(surprise[0]),
             reconstruction_error=float(error[0]),
+            reconstruction_patch_error=float(patch_error[0]),
             model_image=None,
             latency_s=time.perf_counter() - start,
         )

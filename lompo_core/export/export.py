@@ -2,11 +2,11 @@
 
 The ONNX graph is ``PolicyStep`` traced once: uint8 image (normalised inside the graph), previous
 action and latent state in; action, next latent state, uncertainty and the image signals
-(surprise, reconstruction error image-wide and of the worst 8x8 patch) out. The sidecar says how to feed it (names, shapes,
-preprocessing), how to read it (action scaling, the thresholds of the uncertainty and of each image
-signal, calibrated here on the training data) and where it came from (config, dataset hash, code version,
-the onnx file's sha256). Both files are written to a hidden folder beside ``--out`` and renamed
-into place, so a reader never sees half an export.
+(surprise, reconstruction error image-wide and of the worst 8x8 patch) out. The sidecar says how
+to feed it (names, shapes, preprocessing), how to read it (action scaling, the thresholds of the
+uncertainty and of each image signal, calibrated here on the training data) and where it came
+from (config, dataset hash, code version, the onnx file's sha256). Both files are written to a
+hidden folder beside ``--out`` and renamed into place, so a reader never sees half an export.
 """
 
 from __future__ import annotations
