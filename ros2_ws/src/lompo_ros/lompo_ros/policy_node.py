@@ -2,8 +2,8 @@
 
 configure: read parameters, load and verify the policy (lompo_core.nodes.policy.PolicyCore).
 activate: subscribe to images. deactivate: unsubscribe, then publish a zero command.
-The watchdog and /diagnostics run in every state, on their own callback group, so that a slow
-policy step never delays them. Every decision is PolicyCore's.
+The watchdog runs in every state on a thread of its own, so that a slow policy step (or a busy
+executor) never delays it; /diagnostics on a timer in every state. Every decision is PolicyCore's.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import TwistStamped
 from rclpy._rclpy_pybind11 import RCLError
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import Node, State, TransitionCallbackReturn
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
@@ -59,13 +57,18 @@ class PolicyNode(Node):
         self.create_service(Trigger, "~/reset", self._on_reset)
         # Not a lifecycle publisher: a monitor hears the node in every state.
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        timers = MutuallyExclusiveCallbackGroup()
         try:  # the timers' rates; any bad parameter fails configure, with its reason
             p = PolicyNodeParams.from_mapping({**self._values, "model_path": "-"})
         except LompoError:
             p = PolicyNodeParams()
-        self.create_timer(1.0 / p.watchdog_rate_hz, self._on_watchdog, timers)
-        self.create_timer(1.0 / p.diagnostics_rate_hz, self._on_diagnostics, timers)
+        self.create_timer(1.0 / p.diagnostics_rate_hz, self._on_diagnostics)
+        # The watchdog: a plain thread, not an executor callback (rclpy's multi-threaded executor
+        # delayed images by 50-500 ms on two cores).
+        self._watchdog_stop = threading.Event()
+        self._watchdog = threading.Thread(
+            target=self._watchdog_loop, args=(1.0 / p.watchdog_rate_hz,), daemon=True
+        )
+        self._watchdog.start()
 
     def _guard_lifecycle_service(self) -> None:
         """Answer an invalid transition request with success=False instead of dying.
@@ -175,6 +178,14 @@ class PolicyNode(Node):
         if not out.result.ok:
             self.get_logger().warn(out.result.reason, throttle_duration_sec=5.0)
 
+    def _watchdog_loop(self, period_s: float) -> None:
+        while not self._watchdog_stop.wait(period_s):
+            self._on_watchdog()
+
+    def stop_watchdog(self) -> None:
+        self._watchdog_stop.set()
+        self._watchdog.join(5.0)
+
     def _on_watchdog(self) -> None:
         core = self.core
         if core is None:
@@ -211,10 +222,6 @@ def main(args: list[str] | None = None) -> int:
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop_on_signals()
     node = PolicyNode()
-    # Two threads: images, services and lifecycle on one, the watchdog and diagnostics on the
-    # other (their own callback group).
-    executor = MultiThreadedExecutor(num_threads=2)
-    executor.add_node(node)
     code = 0
     try:
         if node.get_parameter("autostart").value:
@@ -223,15 +230,15 @@ def main(args: list[str] | None = None) -> int:
             else:
                 node.trigger_activate()
         if code == 0:
-            executor.spin()
+            rclpy.spin(node)
     except KeyboardInterrupt:
         pass
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the stop
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        executor.shutdown(timeout_sec=0)
         if node._image_sub is not None:
             node.trigger_deactivate()  # sends the zero command, the last one
+        node.stop_watchdog()
         node.destroy_node()
         rclpy.try_shutdown()
     return code
