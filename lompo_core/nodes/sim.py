@@ -181,11 +181,18 @@ class SimLoop:
                 frames += self.reset(now_s, f"reset after {reason}")
         return frames
 
-    def on_command(self, action: np.ndarray, now_s: float, reason: str = "ok") -> list[SimFrame]:
-        """A command arrived (already a normalised action, see :func:`command_to_action`)."""
+    def on_command(
+        self, action: np.ndarray, now_s: float, reason: str = "ok", stamp_s: float | None = None
+    ) -> list[SimFrame]:
+        """A command arrived (already a normalised action, see :func:`command_to_action`).
+
+        ``stamp_s``: the command's own stamp where it has one; in lockstep a command stamped
+        before the frame now shown (a watchdog's zero sent during a slow reset) answers nothing.
+        """
         if reason != "ok":
             self.bad_commands += 1
-        if self.awaiting_policy_reset:
+        stale = stamp_s is not None and stamp_s > 0 and stamp_s < self._last_publish_s
+        if self.awaiting_policy_reset or (self.mode == LOCKSTEP and stale):
             self.ignored_commands += 1
             return []
         if self.mode == LOCKSTEP:

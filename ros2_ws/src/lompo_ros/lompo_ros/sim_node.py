@@ -104,7 +104,9 @@ class SimNode(Node):
         response = future.result()
         if response is None or not response.success:
             why = response.message if response is not None else "no response"
-            self.get_logger().warn(f"policy reset refused ({why}); retrying", throttle_duration_sec=5.0)
+            self.get_logger().warn(
+                f"policy reset refused ({why}); retrying", throttle_duration_sec=5.0
+            )
             return
         self._publish(self.loop.policy_reset_done(self._now_s()))
 
@@ -115,7 +117,9 @@ class SimNode(Node):
         action, reason = command_to_action(msg, self.sim.action_scaling)
         if reason != "ok":
             self.get_logger().warn(f"command ignored: {reason}", throttle_duration_sec=5.0)
-        self._publish(self.loop.on_command(action, self._now_s(), reason))
+        header = getattr(msg, "header", None)
+        stamp_s = header.stamp.sec + header.stamp.nanosec * 1e-9 if header is not None else None
+        self._publish(self.loop.on_command(action, self._now_s(), reason, stamp_s))
 
     def _on_tick(self) -> None:
         self._publish(self.loop.on_tick(self._now_s()))

@@ -105,7 +105,15 @@ def test_lockstep_over_dds_is_the_run_without_ros(ros_install, probe, reference,
     got = [np.asarray(im.data, np.uint8).reshape(im.height, im.width, 3) for im in images[:n]]
     wrong = [k for k in range(n) if not np.array_equal(got[k], reference["images"][k])]
     assert not wrong, f"frames {wrong[:10]} differ from the run without ROS (a stray step)"
-    sent = np.array([_twist(c) for c in commands[:n]])
+    # Each frame's answer: the first command stamped after it (a watchdog's zero sent while the
+    # sim resets, which the sim ignores, is no answer).
+    stamps = [im.header.stamp.sec * 10**9 + im.header.stamp.nanosec for im in images[:n]]
+    cmd_stamps = [c.header.stamp.sec * 10**9 + c.header.stamp.nanosec for c in commands]
+    answers = [
+        next((c for c, t in zip(commands, cmd_stamps, strict=True) if t >= s), None) for s in stamps
+    ]
+    assert all(a is not None for a in answers), "a frame was never answered"
+    sent = np.array([_twist(c) for c in answers])
     off = np.flatnonzero(np.abs(sent - reference["commands"]).max(axis=1) > 1e-5)
     stale = [e for e, k in enumerate(reference["first"]) if k in set(off.tolist())]
     assert not stale, f"episodes {stale} began on the last episode's latent state"
