@@ -93,8 +93,12 @@ def test_lockstep_over_dds_is_the_run_without_ros(ros_install, probe, reference,
     commands = probe.listen("commands", TwistStamped, COMMAND_TOPIC)
     success = probe.listen("success", Bool, "/drawer_sim/success")
     probe.spin_for(0.5)
-    sim = NodeProcess(ros_install, "sim_node", tmp_path)
+    # The policy first, and the probe matched to its commands before the sim starts stepping
+    # (the sim waits for the policy's reset, not for the probe): no answer goes unseen.
     policy = NodeProcess(ros_install, "policy_node", tmp_path)
+    probe.spin_until(lambda: probe.node.count_publishers(COMMAND_TOPIC) > 0, 60.0)
+    probe.spin_for(0.5)
+    sim = NodeProcess(ros_install, "sim_node", tmp_path)
     try:
         done = probe.spin_until(lambda: len(images) >= n and len(commands) >= n, 240.0)
     finally:
