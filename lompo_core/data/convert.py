@@ -312,6 +312,8 @@ def _convert_bag(
     if next_bag is not None:
         reader.ask_summary(next_bag)
     pieces = reader.read(specs, then=next_slices)
+    if config.stamps == "log":  # every event's stamp is its log time, for all that follows
+        pieces = map(_log_stamped, pieces)
 
     # The rate comes from the first RATE_PROBE commands: hold the slices read until they came.
     head: list[Slice] = []
@@ -319,9 +321,8 @@ def _convert_bag(
     frames: list[int] = []
     for piece in pieces:
         head.append(piece)
-        at = 1 if config.stamps == "log" else 2  # an event is (topic, log time, stamp, value)
-        stamps += [e[at] for e in piece.events if e[0] == action_topic][: RATE_PROBE - len(stamps)]
-        frames += [e[at] for e in piece.events if e[0] == image_topic][: RATE_PROBE - len(frames)]
+        stamps += [e[2] for e in piece.events if e[0] == action_topic][: RATE_PROBE - len(stamps)]
+        frames += [e[2] for e in piece.events if e[0] == image_topic][: RATE_PROBE - len(frames)]
         if len(stamps) >= RATE_PROBE:
             break
     command_rate = _rate(stamps, path, config) if rate is None or len(stamps) > 1 else rate
@@ -388,6 +389,12 @@ def _convert_bag(
     return src, rate
 
 
+def _log_stamped(piece: Slice) -> Slice:
+    """``--stamps log``: each event stamped with its log time instead of its header stamp."""
+    piece.events = [(topic, t, t, value) for topic, t, _, value in piece.events]
+    return piece
+
+
 def _bag_plan(
     bag: br.BagSummary, config: ConvertConfig, workers: int
 ) -> tuple[dict[str, str], list[SliceSpec]]:
@@ -445,10 +452,7 @@ def _stream(
     frames = piece.frames
     commands = [(topic, value) for topic, _, _, value in piece.events if kinds[topic] == "action"]
     actions = iter(_normalise(commands, src, config, path))
-    log_stamps = config.stamps == "log"
     for topic, t, stamp, value in piece.events:
-        if log_stamps:
-            stamp = t
         kind = kinds[topic]
         if kind == "image":
             image = value if isinstance(value, BadFrame) else frames[value]  # type: ignore[index]

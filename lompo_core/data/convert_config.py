@@ -37,6 +37,7 @@ class ActionSpec:
 
 STAMP_SOURCES = ("header", "log")
 
+
 @dataclass(frozen=True)
 class ConvertConfig:
     image_topic: str = m.IMAGE_TOPIC

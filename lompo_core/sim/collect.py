@@ -68,7 +68,7 @@ def record_episode(
     first_success = None
     # rosbag2 format 9 is Jazzy's; Humble's rosbag2 reads only up to format 8.
     version = 9 if distro == "jazzy" else 8
-    kit = m.MessageKit.from_typestore(ts)
+    kit = m.kit(distro)
     with Writer(tmp, version=version, storage_plugin=_storage(storage)) as writer:
         conn_image = writer.add_connection(m.IMAGE_TOPIC, m.IMAGE_TYPE, typestore=ts)
         conn_cmd = writer.add_connection(m.COMMAND_TOPIC, m.TWIST_STAMPED_TYPE, typestore=ts)

@@ -20,6 +20,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Bool, Float32, Float64MultiArray, Int32
 from std_srvs.srv import Trigger
 
+from lompo_core import messages as m
 from lompo_core.messages import MessageKit
 from lompo_core.nodes.common import SERVO_TWIST, command_to_action
 from lompo_core.nodes.sim import LOCKSTEP, SimFrame, SimLoop, SimNodeParams, sim_frame_messages
@@ -118,7 +119,7 @@ class SimNode(Node):
         if reason != "ok":
             self.get_logger().warn(f"command ignored: {reason}", throttle_duration_sec=5.0)
         header = getattr(msg, "header", None)
-        stamp_s = header.stamp.sec + header.stamp.nanosec * 1e-9 if header is not None else None
+        stamp_s = m.stamp_ns(header) / 1e9 if header is not None else None
         self._publish(self.loop.on_command(action, self._now_s(), reason, stamp_s))
 
     def _on_tick(self) -> None:

@@ -19,6 +19,8 @@ import yaml
 from rosbuild import CONFIG
 from rosnodes import SHIPPED_POLICY, NodeProcess
 
+from lompo_core.messages import stamp_ns
+
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 EPISODES = 5
@@ -111,8 +113,8 @@ def test_lockstep_over_dds_is_the_run_without_ros(ros_install, probe, reference,
     assert not wrong, f"frames {wrong[:10]} differ from the run without ROS (a stray step)"
     # Each frame's answer: the first command stamped after it (a watchdog's zero sent while the
     # sim resets, which the sim ignores, is no answer).
-    stamps = [im.header.stamp.sec * 10**9 + im.header.stamp.nanosec for im in images[:n]]
-    cmd_stamps = [c.header.stamp.sec * 10**9 + c.header.stamp.nanosec for c in commands]
+    stamps = [stamp_ns(im.header) for im in images[:n]]
+    cmd_stamps = [stamp_ns(c.header) for c in commands]
     answers = [
         next((c for c, t in zip(commands, cmd_stamps, strict=True) if t >= s), None) for s in stamps
     ]
