@@ -28,6 +28,9 @@ from lompo_ros.common import declare_dataclass_parameters, now_ns, stop_on_signa
 
 # Lockstep only checks for a stall on the timer, so it need not tick fast.
 LOCKSTEP_TICK_S = 0.1
+# Reliable keep-last drops unacknowledged samples once full: a slow recorder must not lose the
+# episode's one success message, so the small event topics keep a deeper history.
+EVENT_DEPTH = 100
 
 
 class SimNode(Node):
@@ -52,10 +55,10 @@ class SimNode(Node):
         # Reliable, depth 1: lockstep must not lose the frame the policy answers to.
         qos = QoSProfile(depth=1)
         self._pubs = {
-            "episode": self.create_publisher(Int32, p.episode_topic, 10),
+            "episode": self.create_publisher(Int32, p.episode_topic, EVENT_DEPTH),
             "image": self.create_publisher(Image, p.image_topic, qos),
-            "reward": self.create_publisher(Float32, p.reward_topic, 10),
-            "success": self.create_publisher(Bool, p.success_topic, 10),
+            "reward": self.create_publisher(Float32, p.reward_topic, EVENT_DEPTH),
+            "success": self.create_publisher(Bool, p.success_topic, EVENT_DEPTH),
         }
         cmd_type = TwistStamped if p.command_interface == SERVO_TWIST else Float64MultiArray
         self.create_subscription(cmd_type, p.resolved_command_topic, self._on_command, qos)
