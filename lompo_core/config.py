@@ -94,6 +94,13 @@ class AgentConfig:
     # Clip r_hat(s') to [0, 1] in model rollouts: the data's reward is a 0/1 success flag, and an
     # unclipped Gaussian head pays a rollout more than one success (or a negative one) by error.
     reward_clip: bool = False
+    # LayerNorm in the critics' hidden layers (ReBRAC): Q cannot grow without bound on latent
+    # states and actions far from the data's.
+    critic_norm: bool = False
+    # Polyak average of the actor's weights (0 = off; e.g. 0.999, a ~1,000-update window): the
+    # acting policy (held-out signals, sim evaluation, export) is the average, which smooths the
+    # swings between neighbouring checkpoints. Rollouts keep the learning actor.
+    actor_ema: float = 0.0
     # Which checkpoint `lompo export` takes by default: "last", or "offline" (the one with the
     # best held-out signal `select_metric`, kept as checkpoints/offline.pt). Signals come from the
     # held-out episodes (data.holdout) alone, at every agent checkpoint.
@@ -306,6 +313,7 @@ def validate(cfg: Config) -> None:
         ),
         (cfg.agent.lmbda >= 0.0, "agent.lmbda must be >= 0"),
         (cfg.agent.bc_weight >= 0.0, "agent.bc_weight must be >= 0"),
+        (0.0 <= cfg.agent.actor_ema < 1.0, "agent.actor_ema must be in [0, 1)"),
         (cfg.agent.select in ("last", "offline"), "agent.select must be last or offline"),
         (
             cfg.agent.select_metric in SELECT_METRICS,

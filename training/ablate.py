@@ -22,12 +22,30 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
 import yaml
 
 from lompo_core.agent import checkpoint
+from lompo_core.agent.sac import SAC
 from lompo_core.config import Config, _flatten, _set, parse_overrides, validate
 
 LOMPO = [sys.executable, "-m", "lompo_core.cli"]
+
+
+def _policy_init_for(cfg: Config, state: dict, base: Path) -> dict:
+    """The model-phase checkpoint with the variant's (not yet trained) networks: the base's
+    initial weights wherever the shapes agree, so variants differ only in what they change."""
+    action_dim = len(json.loads((base / "dataset.json").read_text())["action"]["names"])
+    torch.manual_seed(cfg.seed)
+    sac = SAC(cfg.agent, cfg.model.stoch + cfg.model.deter, action_dim)
+    fresh, old = sac.state_dict(), state["sac"]
+    for key, value in fresh.items():
+        src = old.get(key, old.get(key.replace("actor_ema.", "actor.", 1)))
+        if src is not None and src.shape == value.shape:
+            fresh[key] = src
+    sac.load_state_dict(fresh)
+    opts = sac.make_optimizers()
+    return state | {"sac": fresh, "agent_opt": {k: o.state_dict() for k, o in opts.items()}}
 
 
 def branch(base: Path, run: Path, overrides: list[str]) -> int:
@@ -43,7 +61,8 @@ def branch(base: Path, run: Path, overrides: list[str]) -> int:
         (run / checkpoint.CHECKPOINTS).mkdir(parents=True)
         shutil.copy(base / "dataset.json", run / "dataset.json")
         (run / "config.yaml").write_text(cfg.to_yaml())
-        shutil.copy(model_end, run / checkpoint.CHECKPOINTS / model_end.name)
+        state = _policy_init_for(cfg, checkpoint.load(model_end), base)
+        checkpoint.write(run / checkpoint.CHECKPOINTS / model_end.name, state)
         os.symlink(model_end.name, run / checkpoint.CHECKPOINTS / checkpoint.LAST)
         lines = (base / "metrics.jsonl").read_text().splitlines()
         model = [ln for ln in lines if json.loads(ln)["phase"] == "model"]
@@ -58,6 +77,7 @@ def main() -> int:
     p.add_argument("overrides", nargs="*")
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--seed", type=int, default=2000)
+    p.add_argument("--min-step", type=int, default=0, help="evaluate agent checkpoints from here")
     p.add_argument("--dataset", type=Path, default=Path("runs/dataset"))
     args = p.parse_args()
     run = args.base.parent / args.name if args.name != "." else args.base
@@ -75,7 +95,7 @@ def main() -> int:
     rows = []
     for ckpt in sorted((run / checkpoint.CHECKPOINTS).glob("ckpt-*.pt")):
         agent_step = int(ckpt.stem.split("-")[1]) - model_steps
-        if agent_step <= 0:
+        if agent_step <= max(args.min_step - 1, 0):
             continue
         out = run / "ablation" / f"{agent_step:06d}"
         policy, ev = out / "policy", out / "eval"

@@ -52,10 +52,12 @@ class Actor(nn.Module):
 
 
 class TwinCritic(nn.Module):
-    def __init__(self, feat_dim: int, action_dim: int, hidden: int, layers: int) -> None:
+    def __init__(
+        self, feat_dim: int, action_dim: int, hidden: int, layers: int, norm: bool = False
+    ) -> None:
         super().__init__()
-        self.q1 = mlp(feat_dim + action_dim, hidden, 1, layers)
-        self.q2 = mlp(feat_dim + action_dim, hidden, 1, layers)
+        self.q1 = mlp(feat_dim + action_dim, hidden, 1, layers, norm=norm)
+        self.q2 = mlp(feat_dim + action_dim, hidden, 1, layers, norm=norm)
 
     def forward(
         self, feat: torch.Tensor, action: torch.Tensor
@@ -76,16 +78,27 @@ class SAC(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.actor = Actor(feat_dim, action_dim, cfg.hidden, cfg.actor_layers)
-        self.critic = TwinCritic(feat_dim, action_dim, cfg.hidden, cfg.critic_layers)
-        self.critic_target = TwinCritic(feat_dim, action_dim, cfg.hidden, cfg.critic_layers)
+        critic = (feat_dim, action_dim, cfg.hidden, cfg.critic_layers, cfg.critic_norm)
+        self.critic = TwinCritic(*critic)
+        self.critic_target = TwinCritic(*critic)
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.critic_target.requires_grad_(False)
+        if cfg.actor_ema > 0:
+            self.actor_ema = Actor(feat_dim, action_dim, cfg.hidden, cfg.actor_layers)
+            self.actor_ema.load_state_dict(self.actor.state_dict())
+            self.actor_ema.requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(cfg.init_alpha)))
         te = cfg.target_entropy
         self.target_entropy = float(-action_dim if te is None else te)
         # A plain dict, not attributes: a wrapper must not add keys to the state dict.
         self._fwd: dict[str, nn.Module] = {"actor": self.actor, "critic": self.critic}
         self._allreduce = None
+
+    @property
+    def acting_actor(self) -> Actor:
+        """The policy that acts (held-out signals, evaluation, export): the average with
+        ``actor_ema``, else the learning actor."""
+        return self.actor_ema if self.cfg.actor_ema > 0 else self.actor
 
     def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         c = self.cfg
@@ -155,6 +168,9 @@ class SAC(nn.Module):
                 self.critic.parameters(), self.critic_target.parameters(), strict=True
             ):
                 tp.lerp_(p, c.tau)
+            if c.actor_ema > 0:
+                for p, ep in zip(self.actor.parameters(), self.actor_ema.parameters(), strict=True):
+                    ep.lerp_(p, 1.0 - c.actor_ema)
         return {
             "agent/critic_loss": critic_loss.detach(),
             "agent/actor_loss": actor_loss.detach(),

@@ -42,7 +42,7 @@ def heldout_signals(
     n = min(cfg.select_starts, len(heldout))
     idx = torch.linspace(0, len(heldout) - 1, n, device=device).round().long()
     feat, data_action = heldout.data["feat"][idx], heldout.data["action"][idx]
-    actor = sac.actor
+    actor = sac.acting_actor
     action = actor.mode(feat)
     q0 = _min_q(sac, feat, action)
     g = torch.Generator(device=device).manual_seed(0)

@@ -567,7 +567,7 @@ class Trainer:
 
         e = self.cfg.eval
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            step = PolicyStep(self.wm, self.sac.actor, self.cfg.agent.penalty).eval()
+            step = PolicyStep(self.wm, self.sac.acting_actor, self.cfg.agent.penalty).eval()
             size = e.image_size or (self.dataset.camera or {}).get("width", 64)
             res = evaluate_in_sim(
                 step, self.dataset.preprocessing, e.episodes, e.seed, e.max_steps, size

@@ -9,11 +9,19 @@ IMAGE_SIZE = 64
 
 
 def mlp(
-    inp: int, hidden: int, out: int, layers: int, act: type[nn.Module] = nn.ELU
+    inp: int,
+    hidden: int,
+    out: int,
+    layers: int,
+    act: type[nn.Module] = nn.ELU,
+    norm: bool = False,
 ) -> nn.Sequential:
+    """``layers`` hidden layers of ``hidden`` units; ``norm`` adds a LayerNorm before each
+    activation (bounds the features a critic extrapolates from, as in ReBRAC)."""
     mods: list[nn.Module] = []
     for i in range(layers):
-        mods += [nn.Linear(inp if i == 0 else hidden, hidden), act()]
+        mods.append(nn.Linear(inp if i == 0 else hidden, hidden))
+        mods += [nn.LayerNorm(hidden), act()] if norm else [act()]
     mods.append(nn.Linear(hidden if layers else inp, out))
     return nn.Sequential(*mods)
 

@@ -133,8 +133,10 @@ def load_policy_step(
     wm.load_state_dict(state["world_model"])
     feat = cfg.model.stoch + cfg.model.deter
     actor = Actor(feat, action_dim, cfg.agent.hidden, cfg.agent.actor_layers)
+    # The acting policy: the weight average where the run kept one (agent.actor_ema).
+    prefix = "actor_ema." if cfg.agent.actor_ema > 0 else "actor."
     actor.load_state_dict(
-        {k.removeprefix("actor."): v for k, v in state["sac"].items() if k.startswith("actor.")}
+        {k.removeprefix(prefix): v for k, v in state["sac"].items() if k.startswith(prefix)}
     )
     step = PolicyStep(wm, actor, cfg.agent.penalty).eval()
     step.requires_grad_(False)

@@ -168,3 +168,30 @@ def test_heldout_signals_are_the_imagined_penalised_return_and_the_critics_value
         sac.actor.net[-1].bias[:3] = 0.5
         buf.data["action"][:] = torch.tanh(torch.tensor(0.5))
     assert heldout_signals(wm, sac, buf, cfg, 0.1)["offline/bc_mse"] < 1e-10
+
+
+def test_actor_ema_is_the_acting_policy_and_the_polyak_average_of_the_learner():
+    batch = _sac_batch()
+    torch.manual_seed(0)
+    cfg = AgentConfig(hidden=16, actor_layers=2, critic_layers=2, actor_lr=1e-3, actor_ema=0.9)
+    sac = SAC(cfg, 20, 3)
+    opt = sac.make_optimizers()
+    assert sac.acting_actor is sac.actor_ema
+    expected = [p.detach().clone() for p in sac.actor.parameters()]
+    for _ in range(5):
+        sac.update(batch, opt)
+        for e, p in zip(expected, sac.actor.parameters(), strict=True):
+            e.mul_(0.9).add_(0.1 * p.detach())
+    for e, p in zip(expected, sac.actor_ema.parameters(), strict=True):
+        assert torch.allclose(e, p, atol=1e-6)
+    assert not torch.equal(sac.actor.net[0].weight, sac.actor_ema.net[0].weight)
+    assert not any(p.requires_grad for p in sac.actor_ema.parameters())
+    plain = SAC(AgentConfig(hidden=16), 20, 3)
+    assert plain.acting_actor is plain.actor and not hasattr(plain, "actor_ema")
+
+
+def test_critic_norm_puts_a_layer_norm_before_each_activation():
+    cfg = AgentConfig(hidden=16, critic_layers=2, critic_norm=True)
+    norms = [m for m in SAC(cfg, 20, 3).critic.q1 if isinstance(m, torch.nn.LayerNorm)]
+    assert len(norms) == 2
+    assert not any(isinstance(m, torch.nn.LayerNorm) for m in SAC(AgentConfig(), 20, 3).critic.q1)

@@ -227,3 +227,13 @@ def test_offline_signal_per_checkpoint_chooses_what_export_takes(tiny_dataset, t
     # A resumed (here: finished) run restores the offline choice's score from offline.pt.
     resumed = _finish(tiny_dataset, run, ["agent.select=offline", "agent.bc_weight=1"])
     assert resumed.best_offline == signal[best]
+
+
+def test_a_run_with_actor_ema_exports_the_average(tiny_dataset, tmp_path):
+    run = tmp_path / "run"
+    t = _finish(tiny_dataset, run, ["agent.actor_ema=0.9", "agent.critic_norm=true"])
+    step, info = load_policy_step(run)
+    assert info["step"] == 30
+    for name, value in t.sac.actor_ema.state_dict().items():
+        assert torch.equal(step.actor.state_dict()[name], value), name
+    assert not torch.equal(step.actor.net[0].weight, t.sac.actor.net[0].weight)
