@@ -23,6 +23,17 @@ from lompo_core.errors import LompoError
 
 PRESETS_FILE = Path(__file__).with_name("presets.yaml")
 SELECT_METRICS = ("model_return", "model_value", "q")
+LEARNERS = ("sac", "bc")
+
+# The methods `lompo train --algo NAME` (or `algo=NAME`) selects: each is the overrides it
+# stands for, applied after the preset and before the user's own. All share the model phase.
+ALGOS: dict[str, tuple[str, ...]] = {
+    "lompo": (),  # latent SAC on real + uncertainty-penalised model transitions, 1:1
+    "lambda0": ("agent.lmbda=0",),  # the same without the uncertainty penalty
+    "no_rollouts": ("agent.rollouts=false",),  # latent SAC on dataset transitions only
+    "bc": ("agent.learner=bc", "agent.rollouts=false"),  # the dataset's actions, regressed
+    "filtered_bc": ("agent.learner=bc", "agent.rollouts=false", "agent.successful_only=true"),
+}
 
 
 @dataclass
@@ -81,6 +92,12 @@ class AgentConfig:
     # ~lmbda * 0.3 on every model step even in distribution, drowns the success signal.
     penalty_offset: str = "none"
     rollouts: bool = True  # False: "no model rollouts" baseline
+    # "sac"; or "bc": the actor's mode regressed onto the dataset's actions (squared error) on the
+    # same posterior features, no critic (the behaviour-cloning baseline; needs rollouts: false).
+    learner: str = "sac"
+    # The real buffer holds the successful training episodes only (filtered BC); the model phase
+    # still reads every training episode.
+    successful_only: bool = False
     horizon: int = 5
     rollout_batch: int = 3200  # start states per rollout batch
     rollout_every: int = 200  # agent updates between two rollout batches
@@ -147,6 +164,7 @@ class EvalConfig:
 
 @dataclass
 class Config:
+    algo: str = "lompo"  # the method (ALGOS): recorded here, expanded by apply_overrides
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch.set_num_threads; 0 = all cores
@@ -307,6 +325,12 @@ def validate(cfg: Config) -> None:
         (cfg.world.batch >= 1 and cfg.agent.batch >= 2, "batch sizes must be positive"),
         (0.0 < cfg.agent.real_fraction <= 1.0, "agent.real_fraction must be in (0, 1]"),
         (cfg.agent.penalty in ("log_prob", "mean"), "agent.penalty must be log_prob or mean"),
+        (cfg.algo in ALGOS, f"algo must be one of {', '.join(ALGOS)}"),
+        (cfg.agent.learner in LEARNERS, f"agent.learner must be one of {', '.join(LEARNERS)}"),
+        (
+            cfg.agent.learner == "sac" or not cfg.agent.rollouts,
+            "agent.learner=bc trains on dataset transitions only: set agent.rollouts=false",
+        ),
         (
             cfg.agent.penalty_offset in ("none", "data_median"),
             "agent.penalty_offset must be none or data_median",
@@ -358,10 +382,23 @@ def resolve(preset: str = "cpu", overrides: typing.Iterable[str] = ()) -> Config
     if preset not in presets:
         raise LompoError(f"unknown preset {preset!r}; choose one of {', '.join(presets)}")
     cfg = Config.from_dict(presets[preset] or {}, where=f"{PRESETS_FILE.name}:{preset}")
-    for key, value in parse_overrides(overrides).items():
-        _set(cfg, key, value, where="override")
+    apply_overrides(cfg, overrides)
     validate(cfg)
     return cfg
+
+
+def apply_overrides(cfg: Config, overrides: typing.Iterable[str]) -> None:
+    """Set ``key=value`` overrides on ``cfg``; ``algo=NAME`` first expands to ALGOS[NAME]."""
+    items = parse_overrides(overrides)
+    algo = items.pop("algo", None)
+    if algo is not None:
+        if algo not in ALGOS:
+            raise LompoError(f"unknown algo {algo!r}; choose one of {', '.join(ALGOS)}")
+        cfg.algo = algo
+        for key, value in parse_overrides(ALGOS[algo]).items():
+            _set(cfg, key, value, where=f"algo {algo}")
+    for key, value in items.items():
+        _set(cfg, key, value, where="override")
 
 
 def differences(a: Config, b: Config, ignore: typing.Iterable[str] = RUNTIME_KEYS) -> list[str]:

@@ -1,6 +1,6 @@
 import pytest
 
-from lompo_core.config import Config, differences, load_presets, parse_overrides, resolve
+from lompo_core.config import ALGOS, Config, differences, load_presets, parse_overrides, resolve
 from lompo_core.errors import LompoError
 
 
@@ -77,3 +77,23 @@ def test_differences_ignore_runtime_keys():
 def test_presets_file_only_names_known_keys():
     for name, body in load_presets().items():
         Config.from_dict(body or {}, where=name)  # raises on an unknown key
+
+
+@pytest.mark.parametrize("algo", list(ALGOS))
+def test_each_algo_is_its_overrides_recorded_by_name(algo):
+    cfg = resolve("cpu", [f"algo={algo}"])
+    assert cfg.algo == algo
+    assert (cfg.agent.learner == "bc") == algo.endswith("bc")
+    assert cfg.agent.rollouts == (algo in ("lompo", "lambda0"))
+    assert cfg.agent.successful_only == (algo == "filtered_bc")
+    assert (cfg.agent.lmbda == 0.0) == (algo == "lambda0")
+
+
+def test_user_overrides_come_after_the_algo_and_bad_algos_are_refused():
+    assert resolve("cpu", ["agent.lmbda=1", "algo=lambda0"]).agent.lmbda == 1.0
+    with pytest.raises(LompoError, match="unknown algo 'dqn'; choose one of lompo"):
+        resolve("cpu", ["algo=dqn"])
+    with pytest.raises(LompoError, match="agent.learner=bc trains on dataset transitions only"):
+        resolve("cpu", ["algo=bc", "agent.rollouts=true"])
+    with pytest.raises(LompoError, match="agent.learner must be one of sac, bc"):
+        resolve("cpu", ["agent.learner=cql"])

@@ -27,7 +27,7 @@ import yaml
 
 from lompo_core.agent import checkpoint
 from lompo_core.agent.sac import SAC
-from lompo_core.config import Config, _flatten, _set, parse_overrides, validate
+from lompo_core.config import Config, _flatten, apply_overrides, validate
 
 LOMPO = [sys.executable, "-m", "lompo_core.cli"]
 
@@ -51,8 +51,7 @@ def _policy_init_for(cfg: Config, state: dict, base: Path) -> dict:
 def branch(base: Path, run: Path, overrides: list[str]) -> int:
     """NAME's folder: the base run's config with ``overrides``, its model-phase end checkpoint."""
     cfg = Config.from_dict(yaml.safe_load((base / "config.yaml").read_text()), str(base))
-    for key, value in parse_overrides(overrides).items():
-        _set(cfg, key, value, where="override")
+    apply_overrides(cfg, overrides)
     validate(cfg)
     model_end = checkpoint.checkpoint_dir(base) / checkpoint.name_for(cfg.world.steps)
     if not model_end.is_file():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lompo_core.config import ALGOS
+
 HELP = (
     "Train LOMPO offline on an episode dataset: the latent model with its ensemble of prior heads "
     "(model phase), then a SAC policy in latent space on dataset states and uncertainty-penalised "
@@ -30,6 +32,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="named preset in lompo_core/presets.yaml: debug, cpu, paper (default: %(default)s)",
     )
     p.add_argument(
+        "--algo",
+        choices=list(ALGOS),
+        help="the method: lompo (default), lambda0 (no uncertainty penalty), no_rollouts "
+        "(dataset transitions only), bc (behaviour cloning), filtered_bc (BC on successes)",
+    )
+    p.add_argument(
         "overrides",
         nargs="*",
         metavar="key=value",
@@ -42,7 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from lompo_core.config import resolve
 
-    cfg = resolve(args.preset, args.overrides)
+    algo = [] if args.algo is None else [f"algo={args.algo}"]
+    cfg = resolve(args.preset, [*algo, *args.overrides])
     if args.print_config:
         print(cfg.to_yaml(), end="")
         return 0

@@ -33,10 +33,16 @@ class Actor(nn.Module):
         return mean, log_std
 
     def forward(
-        self, feat: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        feat: torch.Tensor,
+        generator: torch.Generator | None = None,
+        deterministic: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """A reparameterised sample in [-1, 1] and its log-probability (tanh-corrected)."""
+        """A reparameterised sample in [-1, 1] and its log-probability (tanh-corrected);
+        ``deterministic``: the mode, with no log-probability (a forward call, for DDP)."""
         mean, log_std = self._dist(feat)
+        if deterministic:
+            return torch.tanh(mean), torch.zeros(mean.shape[:-1], device=mean.device)
         std = log_std.exp()
         noise = torch.randn(mean.shape, device=mean.device, generator=generator)
         u = mean + std * noise
@@ -124,6 +130,8 @@ class SAC(nn.Module):
         None) are the dataset's: the behaviour term (``bc_weight``) reads only them."""
         c = self.cfg
         n_real = len(batch["feat"]) if n_real is None else n_real
+        if c.learner == "bc":
+            return self._bc_update(batch, opt)
         feat, action, reward = batch["feat"], batch["action"], batch["reward"]
         next_feat, terminal = batch["next_feat"], batch["terminal"]
         alpha = self.log_alpha.exp().detach()
@@ -168,9 +176,7 @@ class SAC(nn.Module):
                 self.critic.parameters(), self.critic_target.parameters(), strict=True
             ):
                 tp.lerp_(p, c.tau)
-            if c.actor_ema > 0:
-                for p, ep in zip(self.actor.parameters(), self.actor_ema.parameters(), strict=True):
-                    ep.lerp_(p, 1.0 - c.actor_ema)
+        self._update_ema()
         return {
             "agent/critic_loss": critic_loss.detach(),
             "agent/actor_loss": actor_loss.detach(),
@@ -180,3 +186,25 @@ class SAC(nn.Module):
             "agent/q": torch.min(q1, q2).detach().mean(),
             "agent/target": target.mean(),
         }
+
+    def _bc_update(
+        self, batch: dict[str, torch.Tensor], opt: dict[str, torch.optim.Optimizer]
+    ) -> dict[str, torch.Tensor]:
+        """Behaviour cloning: the acting action (the mode) regressed onto the logged one. The
+        critics and the temperature stay as initialised."""
+        mode, _ = self._fwd["actor"](batch["feat"], deterministic=True)
+        bc = (mode - batch["action"]).square().sum(-1).mean()
+        opt["actor"].zero_grad(set_to_none=True)
+        bc.backward()
+        nn.utils.clip_grad_norm_(self.actor.parameters(), self.cfg.grad_clip)
+        opt["actor"].step()
+        self._update_ema()
+        zero = torch.zeros(())
+        return {"agent/actor_loss": bc.detach(), "agent/bc_mse": bc.detach(), "agent/q": zero,
+                "agent/alpha": self.log_alpha.exp().detach()}  # fmt: skip
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.cfg.actor_ema > 0:
+            for p, ep in zip(self.actor.parameters(), self.actor_ema.parameters(), strict=True):
+                ep.lerp_(p, 1.0 - self.cfg.actor_ema)

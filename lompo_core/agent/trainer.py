@@ -121,10 +121,13 @@ class Trainer:
         # The policy trains on the training episodes too: the held-out ones feed the offline
         # selection signal, which must read episodes nothing was fitted to.
         self.encode_idx = train[r::w]
-        if not self.train_idx:
+        if cfg.agent.successful_only:  # filtered BC: the policy reads the successes alone
+            self.encode_idx = [i for i in self.encode_idx if self.dataset.episodes[i].success]
+        if not self.train_idx or not self.encode_idx:
+            what = "successful training" if self.train_idx else "training"
             raise DatasetError(
-                f"{self.dataset.root}: {len(train)} training episode(s) for {w} ranks; "
-                "every rank needs at least one"
+                f"{self.dataset.root}: no {what} episode for rank {r} of {w} "
+                f"({len(train)} training episodes); every rank needs at least one"
             )
 
         # Same initial weights on every rank; per-rank streams are seeded after construction.

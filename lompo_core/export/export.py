@@ -476,6 +476,7 @@ def export_policy_step(
                 "run": None if run_dir is None else str(run_dir),
                 "checkpoint": info.get("checkpoint"),
                 "selection": info.get("selection"),
+                "algo": (info.get("config") or {}).get("algo", "lompo"),
                 "step": info.get("step"),
                 "seed": info.get("seed"),
                 "config": info.get("config"),

@@ -195,3 +195,19 @@ def test_critic_norm_puts_a_layer_norm_before_each_activation():
     norms = [m for m in SAC(cfg, 20, 3).critic.q1 if isinstance(m, torch.nn.LayerNorm)]
     assert len(norms) == 2
     assert not any(isinstance(m, torch.nn.LayerNorm) for m in SAC(AgentConfig(), 20, 3).critic.q1)
+
+
+def test_bc_learner_regresses_the_mode_onto_the_logged_actions_and_leaves_the_critics():
+    batch = _sac_batch()
+    batch["action"] = torch.tanh(batch["feat"][:, :3])  # a function of the state
+    torch.manual_seed(0)
+    sac = SAC(AgentConfig(hidden=32, actor_layers=2, critic_layers=2, learner="bc"), 20, 3)
+    critic = {k: v.clone() for k, v in sac.critic.state_dict().items()}
+    opt = sac.make_optimizers()
+    first = float(sac.update(batch, opt)["agent/bc_mse"])
+    for _ in range(200):
+        last = float(sac.update(batch, opt)["agent/bc_mse"])
+    with torch.no_grad():
+        err = (sac.actor.mode(batch["feat"]) - batch["action"]).square().sum(-1).mean()
+    assert last < 0.2 * first and abs(float(err) - last) < 0.05, (first, last, float(err))
+    assert all(torch.equal(v, sac.critic.state_dict()[k]) for k, v in critic.items())

@@ -237,3 +237,40 @@ def test_a_run_with_actor_ema_exports_the_average(tiny_dataset, tmp_path):
     for name, value in t.sac.actor_ema.state_dict().items():
         assert torch.equal(step.actor.state_dict()[name], value), name
     assert not torch.equal(step.actor.net[0].weight, t.sac.actor.net[0].weight)
+
+
+def test_filtered_bc_regresses_the_successful_episodes_actions_and_exports_as_bc(
+    tiny_dataset, tmp_path
+):
+    run = tmp_path / "run"
+    assert cli_main(["train", "--dataset", str(tiny_dataset), "--run", str(run), "--preset",
+                     "debug", "--algo", "filtered_bc", "agent.steps=60"]) == 0  # fmt: skip
+    t = Trainer(tiny_dataset, run, resolve("debug", ["algo=filtered_bc", "agent.steps=60"]))
+    t.run()  # finished: restores the state
+    ds = t.dataset
+    assert t.encode_idx and all(ds.episodes[i].success for i in t.encode_idx)
+    assert len(t.real) == sum(int(ds.lengths[i]) - 1 for i in t.encode_idx)
+    assert t.model_buf is None
+    lines = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    updates = [ln for ln in lines if "agent/bc_mse" in ln]
+    assert len(updates) == 60 // 5 and not any("agent/critic_loss" in ln for ln in updates)
+    # No critic step: the critics are their initial weights (the seed's).
+    fresh = Trainer(tiny_dataset, tmp_path / "fresh", resolve("debug", ["algo=filtered_bc"]))
+    for name, value in fresh.sac.critic.state_dict().items():
+        assert torch.equal(t.sac.critic.state_dict()[name], value), name
+    out = tmp_path / "policy"
+    assert cli_main(["export", str(run), "--out", str(out)]) == 0
+    training = json.loads((out / "policy.json").read_text())["training"]
+    assert training["algo"] == "filtered_bc" and training["selection"] == "last"
+
+
+def test_filtered_bc_without_a_successful_episode_is_refused(tmp_path):
+    from agent_datasets import write_dataset
+
+    ds = write_dataset(tmp_path / "fails", episodes=4)
+    meta = json.loads((ds / "meta.json").read_text())
+    for e in meta["episodes"]:
+        e["success"] = False
+    (ds / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(DatasetError, match="no successful training episode"):
+        Trainer(ds, tmp_path / "run", resolve("debug", ["algo=filtered_bc"]))
