@@ -23,7 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=POLICIES,
         default="medium",
         help="behaviour: the scripted expert, a faulty expert (about half succeed), "
-        "random, or a per-episode mix (default: %(default)s)",
+        "random, a per-episode mix of the three (20/50/30%%), or explore: the faulty expert "
+        "and random only, half each (default: %(default)s)",
     )
     p.add_argument(
         "--episodes", type=int, default=10, help="number of episodes (default: %(default)s)"

@@ -11,7 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
-POLICIES = ("expert", "medium", "random", "mixed")
+POLICIES = ("expert", "medium", "random", "mixed", "explore")
 
 
 class BehaviourPolicy(Protocol):
@@ -130,6 +130,9 @@ def make_policy(name: str) -> BehaviourPolicy:
         "medium": MediumPolicy,
         "random": RandomPolicy,
         "mixed": MixedPolicy,
+        # No expert episode: the faulty expert or random behaviour, half each. The data a robot
+        # team gets from exploration, where imitation alone should not be enough.
+        "explore": lambda: MixedPolicy((0.0, 0.5, 0.5)),
     }
     if name not in factories:
         raise ValueError(f"unknown behaviour policy {name!r}; choose one of {', '.join(POLICIES)}")

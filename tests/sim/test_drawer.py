@@ -68,3 +68,12 @@ def test_action_scaling_states_physical_units(sim):
     np.testing.assert_allclose(
         scaling.to_normalised(scaling.to_physical([0.1, -0.5, 1])), [0.1, -0.5, 1]
     )
+
+
+def test_explore_mixes_the_faulty_expert_and_random_behaviour_without_the_expert():
+    policy = make_policy("explore")
+    seen = set()
+    for seed in range(40):
+        policy.reset(np.random.default_rng(seed))
+        seen.add(policy.current)
+    assert seen == {"medium", "random"}
