@@ -31,8 +31,14 @@ ALGOS: dict[str, tuple[str, ...]] = {
     "lompo": (),  # latent SAC on real + uncertainty-penalised model transitions, 1:1
     "lambda0": ("agent.lmbda=0",),  # the same without the uncertainty penalty
     "no_rollouts": ("agent.rollouts=false",),  # latent SAC on dataset transitions only
-    "bc": ("agent.learner=bc", "agent.rollouts=false"),  # the dataset's actions, regressed
-    "filtered_bc": ("agent.learner=bc", "agent.rollouts=false", "agent.successful_only=true"),
+    # The dataset's actions regressed; the last checkpoint is exported (no critic to score with).
+    "bc": ("agent.learner=bc", "agent.rollouts=false", "agent.select=last"),
+    "filtered_bc": (
+        "agent.learner=bc",
+        "agent.rollouts=false",
+        "agent.select=last",
+        "agent.successful_only=true",
+    ),
 }
 
 

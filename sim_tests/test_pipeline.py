@@ -67,3 +67,39 @@ def test_reproduce_pipeline_debug(tmp_path):
     again = reproduce()
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "keeping the bags" in again.stdout and "keeping the dataset" in again.stdout
+
+
+@pytest.mark.slow
+def test_baselines_share_the_world_model_and_resume(tmp_path):
+    """training/baselines.sh on the debug preset: two methods, one seed, a 4-episode dataset."""
+    results = tmp_path / "results"
+    cmd = [str(REPO / "training" / "baselines.sh"), "--work", str(tmp_path / "work"),
+           "--results", str(results), "--preset", "debug", "--episodes", "4",
+           "--eval-episodes", "2", "--seeds", "3", "--datasets", "mixed",
+           "--methods", "lompo", "bc"]  # fmt: skip
+    env = dict(os.environ, PYTHON=sys.executable)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    records = json.loads((results / "baselines.json").read_text())
+    assert [(r["method"], r["dataset"], r["seed"]) for r in records] == [
+        ("lompo", "mixed", 3), ("bc", "mixed", 3)
+    ]  # fmt: skip
+    assert all(r["episodes"] == 2 and r["selection"] in ("offline", "last") for r in records)
+    assert (results / "baselines.png").stat().st_size > 1000
+    seed = tmp_path / "work" / "mixed" / "seed3"
+    bc = json.loads((seed / "bc" / "policy" / "policy.json").read_text())["training"]
+    assert bc["algo"] == "bc" and bc["config"]["agent"]["learner"] == "bc"
+    # bc branched from lompo's model-phase checkpoint: the same world model weights.
+    import torch
+
+    def model_weights(run: Path) -> dict:
+        return torch.load(run / "checkpoints" / "ckpt-00000030.pt", weights_only=True)[
+            "world_model"
+        ]
+
+    a, b = model_weights(seed / "lompo"), model_weights(seed / "bc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # Again: everything is kept, nothing re-evaluated, the table is printed.
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "== eval" not in again.stdout, again.stdout[-2000:]
+    assert "| mixed | bc | 1 |" in again.stdout

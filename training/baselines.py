@@ -1,0 +1,231 @@
+"""LOMPO against its baselines on the same data: every method, dataset and training seed.
+
+    python training/baselines.py [--work runs/baselines] [--datasets mixed explore]
+        [--seeds 1 2 3] [--methods lompo lambda0 no_rollouts bc filtered_bc] [--report-only]
+
+Per dataset (200 episodes on data seeds 0-199, `lompo collect --policy NAME`, converted with
+training/convert_drawer.yaml) and training seed: the `lompo` run trains both phases; every other
+method branches from its model-phase checkpoint (training/ablate.py's `branch`), so methods that
+share a world model train it once per seed. Each run's policy is exported by its own rule
+(`agent.select`: offline for the latent actor-critics, the last checkpoint for behaviour
+cloning), never by the simulator, and only then evaluated on fresh seeds (5000-5049).
+
+Resumable: a stage whose output exists is skipped (bags, dataset, a finished run, policy.json,
+eval.json), `lompo train` resumes itself. Writes docs/results/baselines.json (one record per
+evaluated policy) and docs/results/baselines.png after each evaluation, and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+from ablate import branch
+
+from lompo_core.config import ALGOS, _flatten
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+LOMPO = [sys.executable, "-m", "lompo_core.cli"]
+DATASETS = {"mixed": "mixed", "explore": "explore"}  # dataset name -> lompo collect --policy
+
+
+def _stage(name: str, times: dict[str, float], cmd: list[str]) -> None:
+    t0 = time.time()
+    print(f"== {name}: {' '.join(cmd[2:])}", flush=True)
+    if subprocess.run(cmd).returncode != 0:
+        raise SystemExit(f"baselines: {name} failed (its error is above); run again to resume")
+    times[name] = round(time.time() - t0, 1)
+    print(f"== {name} done in {times[name]:.0f} s", flush=True)
+
+
+def _dataset(work: Path, name: str, args: argparse.Namespace, times: dict[str, float]) -> Path:
+    bags, data = work / name / "bags", work / name / "dataset"
+    if not (bags.is_dir() and any(bags.iterdir())):
+        _stage(f"collect {name}", times, [*LOMPO, "collect", "--policy", DATASETS[name],
+               "--episodes", str(args.episodes), "--seed", "0", "--image-size", "128",
+               "--out", str(bags), "--quiet", "--overwrite"])  # fmt: skip
+    if not (data / "meta.json").is_file():
+        _stage(f"convert {name}", times, [*LOMPO, "convert", str(bags), "--out", str(data),
+               "--config", str(HERE / "convert_drawer.yaml")])  # fmt: skip
+    return data
+
+
+def _train(
+    run: Path, data: Path, preset: str, keys: list[str], times: dict[str, float], what: str
+) -> None:
+    cfg = run / "config.yaml"
+    saved = yaml.safe_load(cfg.read_text()) if cfg.is_file() else None
+    if saved is not None and (run / "checkpoints" / "last.pt").is_file():
+        keys = [f"{k}={v}" for k, v in _flatten(saved).items() if v is not None]
+    train = [*LOMPO, "train", "--dataset", str(data), "--run", str(run), "--preset", preset]
+    _stage(f"train {what}", times, [*train, *keys, "log.progress=false"])
+
+
+def _evaluate(run: Path, args: argparse.Namespace, times: dict[str, float], what: str) -> dict:
+    policy, ev = run / "policy", run / "eval"
+    if not (policy / "policy.json").is_file():
+        _stage(f"export {what}", times, [*LOMPO, "export", str(run), "--out", str(policy)])
+    if not (ev / "eval.json").is_file():
+        _stage(f"eval {what}", times, [*LOMPO, "eval", str(policy), "--episodes",
+               str(args.eval_episodes), "--seed", str(args.eval_seed), "--image-size", "128",
+               "--out", str(ev), "--quiet"])  # fmt: skip
+    res = json.loads((ev / "eval.json").read_text())
+    training = json.loads((policy / "policy.json").read_text())["training"]
+    return {
+        "episodes": res["episodes"],
+        "eval_seed": res["seed"],
+        "success_rate": res["success_rate"],
+        "ci95": res["success_ci95"],
+        "steps_to_success": res["steps_to_success_mean"],
+        "selection": training["selection"].split(":")[0],
+        "selection_rule": training["selection"],
+        "agent_step": training["step"],
+    }
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def summarise(records: list[dict]) -> list[dict]:
+    """Per method and dataset: mean success over seeds, its spread and the pooled interval."""
+    from lompo_core.sim.evaluate import wilson_interval
+
+    rows = []
+    for dataset in dict.fromkeys(r["dataset"] for r in records):
+        for method in dict.fromkeys(r["method"] for r in records):
+            rs = [r for r in records if r["dataset"] == dataset and r["method"] == method]
+            if not rs:
+                continue
+            rates = np.array([r["success_rate"] for r in rs])
+            ok = sum(round(r["success_rate"] * r["episodes"]) for r in rs)
+            n = sum(r["episodes"] for r in rs)
+            rows.append({
+                "dataset": dataset, "method": method, "seeds": len(rs),
+                "mean": float(rates.mean()), "min": float(rates.min()), "max": float(rates.max()),
+                "pooled_ci95": wilson_interval(ok, n),
+            })  # fmt: skip
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    out = ["| dataset | method | seeds | success (mean) | per seed min-max | pooled 95% CI |",
+           "|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        lo, hi = r["pooled_ci95"]
+        out.append(f"| {r['dataset']} | {r['method']} | {r['seeds']} | {r['mean']:.0%} | "
+                   f"{r['min']:.0%}-{r['max']:.0%} | {lo:.0%}-{hi:.0%} |")  # fmt: skip
+    return "\n".join(out)
+
+
+def plot(records: list[dict], path: Path) -> None:
+    """A grouped bar chart (cv2, like the other figures): mean success per method and dataset,
+    the pooled 95% interval as a whisker, each seed as a dot."""
+    import cv2
+
+    rows = summarise(records)
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    w, h, m = 900, 400, 60
+    img = np.full((h, w, 3), 255, np.uint8)
+    colours = [(180, 110, 30), (40, 130, 230), (60, 160, 60)]  # BGR
+
+    def y_px(y: float) -> int:
+        return int(h - m - (h - 2 * m) * y)
+
+    for y in (0.0, 0.25, 0.5, 0.75, 0.9, 1.0):
+        cv2.line(img, (m, y_px(y)), (w - 20, y_px(y)), (225, 225, 225), 1)
+        cv2.putText(img, f"{y:.0%}", (8, y_px(y) + 4), 0, 0.4, (0, 0, 0), 1)
+    group = (w - 20 - m) / max(len(methods), 1)
+    bar = 0.8 * group / max(len(datasets), 1)
+    for i, method in enumerate(methods):
+        cv2.putText(img, method, (int(m + i * group + 0.2 * group), h - m + 20), 0, 0.45,
+                    (0, 0, 0), 1)  # fmt: skip
+        for j, dataset in enumerate(datasets):
+            r = next((r for r in rows if r["dataset"] == dataset and r["method"] == method), None)
+            if r is None:
+                continue
+            x0 = int(m + i * group + 0.1 * group + j * bar)
+            c = colours[j % len(colours)]
+            cv2.rectangle(img, (x0, y_px(r["mean"])), (int(x0 + bar) - 2, y_px(0)), c, -1)
+            xc = int(x0 + bar / 2)
+            lo, hi = r["pooled_ci95"]
+            cv2.line(img, (xc, y_px(lo)), (xc, y_px(hi)), (0, 0, 0), 1)
+            for s in records:
+                if s["dataset"] == dataset and s["method"] == method:
+                    cv2.circle(img, (xc, y_px(s["success_rate"])), 3, (0, 0, 0), -1)
+    for j, dataset in enumerate(datasets):
+        c = colours[j % len(colours)]
+        cv2.rectangle(img, (w - 170, 40 + 20 * j), (w - 156, 52 + 20 * j), c, -1)
+        cv2.putText(img, f"{dataset} data", (w - 150, 51 + 20 * j), 0, 0.45, (0, 0, 0), 1)
+    cv2.putText(img, "drawer close, fresh test seeds: mean over training seeds (bar), each seed "
+                "(dot), pooled 95% CI (line)", (m, 30), 0, 0.45, (0, 0, 0), 1)  # fmt: skip
+    ok, png = cv2.imencode(".png", img)
+    if ok:
+        _write_atomic(path, png.tobytes())
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--work", type=Path, default=Path("runs/baselines"))
+    p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="training seeds")
+    p.add_argument("--methods", nargs="+", default=list(ALGOS), choices=list(ALGOS))
+    p.add_argument("--episodes", type=int, default=200, help="dataset episodes (data seeds 0-N)")
+    p.add_argument("--eval-episodes", type=int, default=50)
+    p.add_argument("--eval-seed", type=int, default=5000)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--preset", default="cpu", help="lompo train preset (debug: a smoke run)")
+    p.add_argument("--results", type=Path, default=ROOT / "docs" / "results")
+    p.add_argument("--report-only", action="store_true", help="rewrite the table and chart")
+    args = p.parse_args()
+    out_json = args.results / "baselines.json"
+    records = json.loads(out_json.read_text()) if out_json.is_file() else []
+    if not args.report_only:
+        for name in args.datasets:
+            times: dict[str, float] = {}
+            data = _dataset(args.work, name, args, times)
+            for seed in args.seeds:
+                base = args.work / name / f"seed{seed}" / "lompo"
+                keys = ["algo=lompo", f"seed={seed}", f"threads={args.threads}",
+                        "log.keep_checkpoints=100"]  # fmt: skip
+                for method in ["lompo", *[m for m in args.methods if m != "lompo"]]:
+                    times = {}
+                    run = base.parent / method
+                    what = f"{name} seed {seed} {method}"
+                    if method != "lompo":
+                        branch(base, run, [f"algo={method}"])
+                    _train(run, data, args.preset, keys if method == "lompo" else [], times, what)
+                    if method not in args.methods:
+                        continue
+                    record = {"method": method, "dataset": name, "seed": seed}
+                    record |= _evaluate(run, args, times, what) | {"stage_s": times}
+                    key = (method, name, seed)
+                    old = [r for r in records if (r["method"], r["dataset"], r["seed"]) == key]
+                    if old:  # a resumed stage keeps the times measured when it ran
+                        record["stage_s"] = times | old[0]["stage_s"]
+                    records = [r for r in records if r not in old] + [record]
+                    _write_atomic(out_json, (json.dumps(records, indent=1) + "\n").encode())
+                    plot(records, args.results / "baselines.png")
+                    print(json.dumps(record), flush=True)
+    print(table(summarise(records)))
+    if records:
+        plot(records, args.results / "baselines.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
