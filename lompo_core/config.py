@@ -114,6 +114,10 @@ class AgentConfig:
     # loss becomes SAC's divided by mean |Q| plus bc_weight * ||pi(s) - a||^2 on the real half of
     # the batch, which keeps the policy near the data's actions where the critic is unsure.
     bc_weight: float = 0.0
+    # The behaviour term reads only the transitions of successful dataset episodes (the real
+    # half's others still train the critics): the anchor is the data's good behaviour, not the
+    # average of expert, faulty and random actions.
+    bc_successful: bool = False
     # Clip r_hat(s') to [0, 1] in model rollouts: the data's reward is a 0/1 success flag, and an
     # unclipped Gaussian head pays a rollout more than one success (or a negative one) by error.
     reward_clip: bool = False

@@ -94,9 +94,11 @@ def to_torch(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, to
 
 
 class LatentBuffer:
-    """A ring buffer of latent transitions (feat, action, reward, next_feat, terminal)."""
+    """A ring buffer of latent transitions (feat, action, reward, next_feat, terminal), each
+    with ``success``: 1 where it comes from a dataset episode that succeeded (else 0, also for
+    model rollouts), which a behaviour term restricted to successes reads."""
 
-    FIELDS = ("feat", "action", "reward", "next_feat", "terminal")
+    FIELDS = ("feat", "action", "reward", "next_feat", "terminal", "success")
 
     def __init__(self, capacity: int, feat_dim: int, action_dim: int, device: torch.device) -> None:
         self.capacity = int(capacity)
@@ -106,6 +108,7 @@ class LatentBuffer:
             "reward": (),
             "next_feat": (feat_dim,),
             "terminal": (),
+            "success": (),
         }
         self.data = {k: torch.zeros(self.capacity, *s, device=device) for k, s in shapes.items()}
         self.ptr = 0
@@ -121,7 +124,10 @@ class LatentBuffer:
             n = self.capacity
         idx = (torch.arange(n, device=items["feat"].device) + self.ptr) % self.capacity
         for k in self.FIELDS:
-            self.data[k][idx] = items[k].to(self.data[k].dtype)
+            if k in items:
+                self.data[k][idx] = items[k].to(self.data[k].dtype)
+            else:  # an optional field (success): 0
+                self.data[k][idx] = 0
         self.ptr = (self.ptr + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
@@ -139,7 +145,8 @@ class LatentBuffer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.ptr, self.size = int(state["ptr"]), int(state["size"])
         for k in self.FIELDS:
-            self.data[k][: self.size] = state[k].to(self.data[k].device)
+            if k in state:  # a checkpoint from before a field existed leaves it 0
+                self.data[k][: self.size] = state[k].to(self.data[k].device)
 
 
 def cat_batches(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

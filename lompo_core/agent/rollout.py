@@ -40,6 +40,7 @@ def encode_dataset(
             reward=torch.as_tensor(ep["reward"][1:], device=device),
             next_feat=feat[1:],
             terminal=torch.as_tensor(ep["is_terminal"][1:], device=device).float(),
+            success=torch.full((len(feat) - 1,), float(dataset.episodes[i].success), device=device),
         )
         n += len(feat) - 1
     return n

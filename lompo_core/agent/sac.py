@@ -153,7 +153,12 @@ class SAC(nn.Module):
         new_action, logp = self._fwd["actor"](feat)
         nq1, nq2 = self.critic(feat, new_action)
         actor_loss = (alpha * logp - torch.min(nq1, nq2)).mean()
-        bc = (new_action[:n_real] - action[:n_real]).square().sum(-1).mean()
+        sq = (new_action[:n_real] - action[:n_real]).square().sum(-1)
+        if c.bc_successful:
+            w = batch["success"][:n_real]
+            bc = (w * sq).sum() / w.sum().clamp(min=1.0)
+        else:
+            bc = sq.mean()
         if c.bc_weight > 0:
             # TD3+BC's normalisation: the BC weight means the same whatever the scale of Q.
             q_scale = torch.min(nq1, nq2).abs().mean().detach().clamp(min=1e-6)

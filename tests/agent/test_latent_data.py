@@ -211,3 +211,23 @@ def test_bc_learner_regresses_the_mode_onto_the_logged_actions_and_leaves_the_cr
         err = (sac.actor.mode(batch["feat"]) - batch["action"]).square().sum(-1).mean()
     assert last < 0.2 * first and abs(float(err) - last) < 0.05, (first, last, float(err))
     assert all(torch.equal(v, sac.critic.state_dict()[k]) for k, v in critic.items())
+
+
+def test_behaviour_term_on_successes_reads_only_the_successful_episodes_transitions():
+    batch = _sac_batch()
+    n = len(batch["feat"])
+    batch["success"] = (torch.arange(n) < n // 4).float()  # the first quarter succeeded
+    result = {}
+    for only in (False, True):
+        torch.manual_seed(0)
+        cfg = AgentConfig(hidden=32, actor_layers=2, critic_layers=2, actor_lr=1e-3,
+                          bc_weight=10.0, bc_successful=only)  # fmt: skip
+        sac = SAC(cfg, 20, 3)
+        opt = sac.make_optimizers()
+        for _ in range(150):
+            sac.update(batch, opt)
+        with torch.no_grad():
+            err = (sac.actor.mode(batch["feat"]) - batch["action"]).square().sum(-1)
+        result[only] = (float(err[: n // 4].mean()), float(err[n // 4 :].mean()))
+    assert result[True][0] < 0.5 * result[True][1], result  # successes learnt, the rest not
+    assert result[True][0] < result[False][0], result
