@@ -22,23 +22,24 @@ import yaml
 from lompo_core.errors import LompoError
 
 PRESETS_FILE = Path(__file__).with_name("presets.yaml")
-SELECT_METRICS = ("model_return", "model_value", "q")
+SELECT_METRICS = ("model_return", "model_value", "q", "bc_mse")
+LOWER_IS_BETTER = ("bc_mse",)  # held-out signals where the smaller value is the better policy
 LEARNERS = ("sac", "bc")
 
+_BC = (
+    "agent.learner=bc", "agent.rollouts=false", "agent.actor_ema=0.999", "agent.select=offline",
+    "agent.select_metric=bc_mse",
+)  # fmt: skip
 # The methods `lompo train --algo NAME` (or `algo=NAME`) selects: each is the overrides it
 # stands for, applied after the preset and before the user's own. All share the model phase.
 ALGOS: dict[str, tuple[str, ...]] = {
     "lompo": (),  # latent SAC on real + uncertainty-penalised model transitions, 1:1
     "lambda0": ("agent.lmbda=0",),  # the same without the uncertainty penalty
     "no_rollouts": ("agent.rollouts=false",),  # latent SAC on dataset transitions only
-    # The dataset's actions regressed; the last checkpoint is exported (no critic to score with).
-    "bc": ("agent.learner=bc", "agent.rollouts=false", "agent.select=last"),
-    "filtered_bc": (
-        "agent.learner=bc",
-        "agent.rollouts=false",
-        "agent.select=last",
-        "agent.successful_only=true",
-    ),
+    # The dataset's actions regressed, the weights averaged, the checkpoint with the lowest
+    # held-out action error exported (BC overfits: docs/training.md).
+    "bc": _BC,
+    "filtered_bc": (*_BC, "agent.successful_only=true"),
 }
 
 
@@ -132,7 +133,9 @@ class AgentConfig:
     # best held-out signal `select_metric`, kept as checkpoints/offline.pt). Signals come from the
     # held-out episodes (data.holdout) alone, at every agent checkpoint.
     select: str = "last"
-    select_metric: str = "model_return"  # model_return | model_value | q (higher is better)
+    # model_return | model_value | q (higher is better) | bc_mse (lower: the held-out error
+    # against the logged actions, behaviour cloning's early stop)
+    select_metric: str = "model_return"
     select_horizon: int = 15  # imagined steps from each held-out start state
     select_starts: int = 1024  # held-out start states (evenly spaced over the held-out steps)
 

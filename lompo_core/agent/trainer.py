@@ -24,7 +24,7 @@ from lompo_core.agent.replay import LatentBuffer, SequenceSampler, cat_batches, 
 from lompo_core.agent.rollout import data_uncertainty, encode_dataset, model_rollouts
 from lompo_core.agent.sac import SAC
 from lompo_core.agent.select import heldout_signals
-from lompo_core.config import Config, differences, resolve
+from lompo_core.config import LOWER_IS_BETTER, Config, differences, resolve
 from lompo_core.data.dataset import (
     EpisodeDataset,
     atomic_write_bytes,
@@ -155,7 +155,8 @@ class Trainer:
         self.real: LatentBuffer | None = None
         self._u_offset: float | None = None
         self.best_eval = -1.0  # eval success of checkpoints/best.pt (-1: none yet)
-        self.best_offline = -float("inf")  # select_metric of checkpoints/offline.pt
+        # The score of checkpoints/offline.pt: its select_metric, negated where lower is better.
+        self.best_offline = -float("inf")
         self._heldout: LatentBuffer | None = None
         self.model_buf: LatentBuffer | None = None
         self._writer = None
@@ -550,6 +551,8 @@ class Trainer:
         m = heldout_signals(self.wm, self.sac, self._heldout, c, self._penalty_offset())
         self._write_metrics("agent", m)
         score = m[f"offline/{c.select_metric}"]
+        if c.select_metric in LOWER_IS_BETTER:
+            score = -score
         if score > self.best_offline:
             self.best_offline = score
             state = self._policy_state() | {"select_score": score}

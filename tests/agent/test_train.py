@@ -261,7 +261,10 @@ def test_filtered_bc_regresses_the_successful_episodes_actions_and_exports_as_bc
     out = tmp_path / "policy"
     assert cli_main(["export", str(run), "--out", str(out)]) == 0
     training = json.loads((out / "policy.json").read_text())["training"]
-    assert training["algo"] == "filtered_bc" and training["selection"] == "last"
+    assert training["algo"] == "filtered_bc" and training["selection"] == "offline:bc_mse"
+    # The exported checkpoint: the lowest held-out action error (the earliest of equals).
+    error = {ln["agent_step"]: ln["offline/bc_mse"] for ln in lines if "offline/bc_mse" in ln}
+    assert training["step"] == min(error, key=lambda s: (error[s], s))
 
 
 def test_filtered_bc_without_a_successful_episode_is_refused(tmp_path):
