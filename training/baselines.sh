@@ -4,7 +4,7 @@
 # and evaluated on fresh seeds 5000-5049. Resumable: run it again to continue. Options are
 # training/baselines.py's (--help); results land in docs/results/baselines.{json,png}.
 #
-#   training/baselines.sh [--work runs/baselines] [--datasets mixed] [--seeds 1 2 3] ...
+#   training/baselines.sh [--work runs/baselines] [--datasets mixed] [--seeds 11 12 13] ...
 #
 # Two processes at once on two cores: e.g. one with --datasets mixed, one with --datasets explore.
 set -euo pipefail
