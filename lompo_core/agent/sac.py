@@ -204,9 +204,7 @@ class SAC(nn.Module):
         nn.utils.clip_grad_norm_(self.actor.parameters(), self.cfg.grad_clip)
         opt["actor"].step()
         self._update_ema()
-        zero = torch.zeros(())
-        return {"agent/actor_loss": bc.detach(), "agent/bc_mse": bc.detach(), "agent/q": zero,
-                "agent/alpha": self.log_alpha.exp().detach()}  # fmt: skip
+        return {"agent/actor_loss": bc.detach(), "agent/bc_mse": bc.detach()}
 
     @torch.no_grad()
     def _update_ema(self) -> None:

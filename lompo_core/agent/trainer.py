@@ -510,7 +510,10 @@ class Trainer:
                     )
                     m["speed/agent_updates_per_s"] = n / max(time.time() - t_last, 1e-9)
                     t_last = time.time()
-                    bar.set_postfix(q=f"{m['agent/q']:.2f}", alpha=f"{m['agent/alpha']:.3f}")
+                    if "agent/q" in m:
+                        bar.set_postfix(q=f"{m['agent/q']:.2f}", alpha=f"{m['agent/alpha']:.3f}")
+                    else:  # behaviour cloning
+                        bar.set_postfix(bc_mse=f"{m['agent/bc_mse']:.3f}")
                     self._write_metrics("agent", m)
                 ev = self.cfg.eval.every
                 if ev and self.dist.main and (self.agent_step % ev == 0 or done):
