@@ -36,6 +36,7 @@ from lompo_ros.common import (
     declare_dataclass_parameters,
     image_qos,
     now_ns,
+    spin_until_stopped,
     stop_on_signals,
 )
 
@@ -216,9 +217,8 @@ class PolicyNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    # Without rclpy's signal handlers Ctrl-C (or launch's SIGINT) arrives as KeyboardInterrupt
-    # while the context is still valid, so the zero command can still be published; SIGTERM
-    # (docker stop, systemd) is made to do the same.
+    # Without rclpy's signal handlers the context is still valid after Ctrl-C (launch's SIGINT)
+    # or SIGTERM (docker stop, systemd): the spin ends and the zero command is still published.
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop_on_signals()
     node = PolicyNode()
@@ -230,9 +230,7 @@ def main(args: list[str] | None = None) -> int:
             else:
                 node.trigger_activate()
         if code == 0:
-            rclpy.spin(node)
-    except KeyboardInterrupt:
-        pass
+            spin_until_stopped(node)
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the stop
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -24,7 +24,12 @@ from lompo_core import messages as m
 from lompo_core.messages import MessageKit
 from lompo_core.nodes.common import SERVO_TWIST, command_to_action
 from lompo_core.nodes.sim import LOCKSTEP, SimFrame, SimLoop, SimNodeParams, sim_frame_messages
-from lompo_ros.common import declare_dataclass_parameters, now_ns, stop_on_signals
+from lompo_ros.common import (
+    declare_dataclass_parameters,
+    now_ns,
+    spin_until_stopped,
+    stop_on_signals,
+)
 
 # Lockstep only checks for a stall on the timer, so it need not tick fast.
 LOCKSTEP_TICK_S = 0.1
@@ -140,9 +145,7 @@ def main(args: list[str] | None = None) -> int:
     stop_on_signals()
     node = SimNode()
     try:
-        rclpy.spin(node)
-    except KeyboardInterrupt:
-        pass
+        spin_until_stopped(node)
     finally:
         node.sim.close()
         node.destroy_node()
