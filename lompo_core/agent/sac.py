@@ -40,9 +40,10 @@ class Actor(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """A reparameterised sample in [-1, 1] and its log-probability (tanh-corrected);
         ``deterministic``: the mode, with no log-probability (a forward call, for DDP)."""
-        mean, log_std = self._dist(feat)
         if deterministic:
-            return torch.tanh(mean), torch.zeros(mean.shape[:-1], device=mean.device)
+            action = self.mode(feat)
+            return action, torch.zeros(action.shape[:-1], device=action.device)
+        mean, log_std = self._dist(feat)
         std = log_std.exp()
         noise = torch.randn(mean.shape, device=mean.device, generator=generator)
         u = mean + std * noise
@@ -176,11 +177,7 @@ class SAC(nn.Module):
             self._allreduce(self.log_alpha.grad)
         opt["alpha"].step()
 
-        with torch.no_grad():
-            for p, tp in zip(
-                self.critic.parameters(), self.critic_target.parameters(), strict=True
-            ):
-                tp.lerp_(p, c.tau)
+        _polyak(self.critic_target, self.critic, c.tau)
         self._update_ema()
         return {
             "agent/critic_loss": critic_loss.detach(),
@@ -206,8 +203,13 @@ class SAC(nn.Module):
         self._update_ema()
         return {"agent/actor_loss": bc.detach(), "agent/bc_mse": bc.detach()}
 
-    @torch.no_grad()
     def _update_ema(self) -> None:
         if self.cfg.actor_ema > 0:
-            for p, ep in zip(self.actor.parameters(), self.actor_ema.parameters(), strict=True):
-                ep.lerp_(p, 1.0 - self.cfg.actor_ema)
+            _polyak(self.actor_ema, self.actor, 1.0 - self.cfg.actor_ema)
+
+
+@torch.no_grad()
+def _polyak(average: nn.Module, source: nn.Module, rate: float) -> None:
+    """Move each of ``average``'s weights ``rate`` of the way to ``source``'s."""
+    for p, ap in zip(source.parameters(), average.parameters(), strict=True):
+        ap.lerp_(p, rate)
