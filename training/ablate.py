@@ -69,6 +69,12 @@ def branch(base: Path, run: Path, overrides: list[str]) -> int:
     return cfg.world.steps
 
 
+def saved_overrides(run: Path) -> list[str]:
+    """The run's own config.yaml as ``key=value`` overrides: what resumes it unchanged."""
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    return [f"{k}={v}" for k, v in _flatten(saved).items() if v is not None]
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("base", type=Path)
@@ -83,8 +89,7 @@ def main() -> int:
     model_steps = branch(args.base, run, args.overrides) if run != args.base else None
     saved = yaml.safe_load((run / "config.yaml").read_text())
     train = [*LOMPO, "train", "--dataset", str(args.dataset), "--run", str(run), "--preset", "cpu"]
-    keys = [f"{k}={v}" for k, v in _flatten(saved).items() if v is not None]
-    subprocess.run([*train, *keys, "log.progress=false"], check=True)
+    subprocess.run([*train, *saved_overrides(run), "log.progress=false"], check=True)
     model_steps = model_steps or int(saved["world"]["steps"])
     signals = {}
     for ln in (run / "metrics.jsonl").read_text().splitlines():

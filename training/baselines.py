@@ -19,18 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import yaml
-from ablate import branch
+from ablate import branch, saved_overrides
 
-from lompo_core.config import ALGOS, _flatten
+from lompo_core.config import ALGOS
+from lompo_core.data.dataset import atomic_write_bytes
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -62,10 +60,8 @@ def _dataset(work: Path, name: str, args: argparse.Namespace, times: dict[str, f
 def _train(
     run: Path, data: Path, preset: str, keys: list[str], times: dict[str, float], what: str
 ) -> None:
-    cfg = run / "config.yaml"
-    saved = yaml.safe_load(cfg.read_text()) if cfg.is_file() else None
-    if saved is not None and (run / "checkpoints" / "last.pt").is_file():
-        keys = [f"{k}={v}" for k, v in _flatten(saved).items() if v is not None]
+    if (run / "config.yaml").is_file() and (run / "checkpoints" / "last.pt").is_file():
+        keys = saved_overrides(run)
     train = [*LOMPO, "train", "--dataset", str(data), "--run", str(run), "--preset", preset]
     _stage(f"train {what}", times, [*train, *keys, "log.progress=false"])
 
@@ -90,14 +86,6 @@ def _evaluate(run: Path, args: argparse.Namespace, times: dict[str, float], what
         "selection_rule": training["selection"],
         "agent_step": training["step"],
     }
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def summarise(records: list[dict]) -> list[dict]:
@@ -175,7 +163,7 @@ def plot(records: list[dict], path: Path) -> None:
                 "(dot), pooled 95% CI (line)", (m, 30), 0, 0.45, (0, 0, 0), 1)  # fmt: skip
     ok, png = cv2.imencode(".png", img)
     if ok:
-        _write_atomic(path, png.tobytes())
+        atomic_write_bytes(path, png.tobytes())
 
 
 def main() -> int:
@@ -196,6 +184,7 @@ def main() -> int:
     out_json = args.results / "baselines.json"
     records = json.loads(out_json.read_text()) if out_json.is_file() else []
     if not args.report_only:
+        args.results.mkdir(parents=True, exist_ok=True)
         for name in args.datasets:
             times: dict[str, float] = {}
             data = _dataset(args.work, name, args, times)
@@ -219,11 +208,11 @@ def main() -> int:
                     if old:  # a resumed stage keeps the times measured when it ran
                         record["stage_s"] = times | old[0]["stage_s"]
                     records = [r for r in records if r not in old] + [record]
-                    _write_atomic(out_json, (json.dumps(records, indent=1) + "\n").encode())
+                    atomic_write_bytes(out_json, (json.dumps(records, indent=1) + "\n").encode())
                     plot(records, args.results / "baselines.png")
                     print(json.dumps(record), flush=True)
     print(table(summarise(records)))
-    if records:
+    if args.report_only and records:
         plot(records, args.results / "baselines.png")
     return 0
 
