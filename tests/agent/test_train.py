@@ -239,7 +239,7 @@ def test_a_run_with_actor_ema_exports_the_average(tiny_dataset, tmp_path):
     assert not torch.equal(step.actor.net[0].weight, t.sac.actor.net[0].weight)
 
 
-def test_filtered_bc_regresses_the_successful_episodes_actions_and_exports_as_bc(
+def test_filtered_bc_reads_the_successes_steps_no_critic_and_exports_its_early_stop(
     tiny_dataset, tmp_path
 ):
     run = tmp_path / "run"
