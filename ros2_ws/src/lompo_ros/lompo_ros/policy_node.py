@@ -17,6 +17,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import TwistStamped
 from rclpy._rclpy_pybind11 import RCLError
+from rclpy.duration import Duration
 from rclpy.lifecycle import Node, State, TransitionCallbackReturn
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
@@ -161,6 +162,16 @@ class PolicyNode(Node):
             # Published while the publisher is still active: the last word to the arm is "stop".
             self._command_pub.publish(self.core.zero_command(now_ns(self)))
 
+    def await_zero_delivered(self, timeout_s: float = 1.0) -> None:
+        """Before the process exits, wait until every subscriber has acknowledged the zero.
+
+        The command publisher is reliable, but a sample lost on its first send is only repaired
+        while the writer lives: destroyed at once, the controller's last command could be the
+        one before the zero.
+        """
+        if not self._command_pub.wait_for_all_acked(Duration(seconds=timeout_s)):
+            self.get_logger().warn(f"the last zero command was not acknowledged in {timeout_s} s")
+
     # -- callbacks --------------------------------------------------------------------------
 
     def _on_image(self, msg: Any) -> None:
@@ -236,6 +247,7 @@ def main(args: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if node._image_sub is not None:
             node.trigger_deactivate()  # sends the zero command, the last one
+            node.await_zero_delivered()
         node.stop_watchdog()
         node.destroy_node()
         rclpy.try_shutdown()
