@@ -1,29 +1,27 @@
-"""Converter speed: frames/s for 640x480 rgb8 and jpeg bags against rosbags' own read+deserialise.
+"""Converter speed and memory: a long 640x480 camera bag, as ``lompo convert`` runs it.
 
-The floor is rosbags' own cost: iterate the bag and deserialise every message, nothing else, in one
-process. ``lompo convert`` reads the same messages (uncompressed mcap chunks without rosbags'
-copies, Images through its own CDR parser) in worker processes, one per core, and adds the bag
-fingerprint, stamp ordering, alignment, decoding, the area resize to 64x64 and writing the
-episodes into a new folder; "1 process" is the same with ``workers=0``. After one untimed run, the
-three are timed in turn N times: frames/s are the best of N; "ratio" is the best floor over the
-best conversion, "paired" the median over the N repeats of floor over conversion, each pair run
-back to back (steadier on a machine whose speed drifts).
-With ``--bags N`` each length is recorded as N bags of equal length in one folder (a session
-recorded episode by episode), converted together; the floor opens and reads them one after the
-other with AnyReader, which parses each bag's stored definitions at every open (the converter does
-not need them: docs/convert.md, "Opening a bag"), so with many short bags the ratio says more about
-opening than reading.
-Target (issue 3): >= 70% of the floor for raw images. Figures: docs/convert.md.
+Writes one rosbag2 bag per length (30 Hz 640x480 rgb8 or jpeg frames and a TwistStamped command
+per frame, ``--storage`` mcap or sqlite3, mcap chunks uncompressed as ``ros2 bag record`` writes
+them, or ``--chunks zstd``), converts it with ``python -m lompo_core.cli convert`` in a fresh
+process and prints its wall time, frames/s, the hour of logs that rate implies, and the peak
+resident memory of the conversion (the largest of its processes). A single bag is converted in
+one process; ``--bags N`` records each length as N bags (one per episode, a session recorded
+bag by bag), converted side by side by the worker processes. For scale, "floor" is rosbags
+alone reading and deserialising every message of the bag in one process.
+Targets (issue 17): one hour of 30 Hz 640x480 rgb8 mcap in <= 2 min on two cores, peak memory
+<= 300 MB and flat in the bag's length. Figures: docs/benchmarks.md.
 
-    python benchmarks/convert_speed.py [--frames 600 3600] [--storage mcap] [--chunks none]
-        [--repeats 5] [--bags 1]
+    python benchmarks/convert_speed.py [--minutes 1 5] [--encoding rgb8] [--storage mcap]
+        [--chunks none] [--bags 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
-import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,16 +32,12 @@ from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
 
 from lompo_core import messages as m
-from lompo_core.data.convert import convert
-from lompo_core.data.convert_config import ConvertConfig
-from lompo_core.data.slices import default_workers, keep_freed_memory
 
 RATE_HZ = 30.0
 
 
-def write_bag(path: Path, frames: int, encoding: str, storage: str, zstd: bool = False) -> int:
-    """A 640x480 camera and a command per frame, 30 Hz; returns the bag's size in bytes. With
-    ``zstd``, mcap chunks are zstd-compressed (what McapWriterOptions does by default)."""
+def write_bag(path: Path, frames: int, encoding: str, storage: str, zstd: bool, start: int) -> int:
+    """``frames`` camera frames and commands at 30 Hz from ``start`` ns; the bag's bytes."""
     ts = m.typestore("jazzy")
     rng = np.random.default_rng(0)
     # Smooth random scenes: jpeg then compresses like a camera image, not like noise.
@@ -58,7 +52,7 @@ def write_bag(path: Path, frames: int, encoding: str, storage: str, zstd: bool =
         ci = w.add_connection(m.IMAGE_TOPIC, ctype, typestore=ts)
         cc = w.add_connection(m.COMMAND_TOPIC, m.TWIST_STAMPED_TYPE, typestore=ts)
         for k in range(frames):
-            t = 1_000_000_000_000 + k * dt
+            t = start + k * dt
             frame = np.roll(base, k * 3, axis=1)
             if encoding == "jpeg":
                 _, buf = cv2.imencode(".jpg", frame[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
@@ -73,10 +67,8 @@ def write_bag(path: Path, frames: int, encoding: str, storage: str, zstd: bool =
     return sum(p.stat().st_size for p in path.iterdir())
 
 
-def floor(path: Path) -> float:
-    """Seconds for rosbags to read and deserialise every message of the bag (or of the bags in
-    the folder ``path``, one after the other)."""
-    bags = [path] if (path / "metadata.yaml").exists() else sorted(path.iterdir())
+def floor(bags: list[Path]) -> float:
+    """Seconds for rosbags to read and deserialise every message of the bags, one process."""
     start = time.perf_counter()
     for bag in bags:
         with AnyReader([bag]) as reader:
@@ -85,83 +77,52 @@ def floor(path: Path) -> float:
     return time.perf_counter() - start
 
 
-def ours(path: Path, out: Path, workers: int | None) -> float:
-    """Seconds for ``lompo convert`` into a new folder (the last run's is removed untimed)."""
-    shutil.rmtree(out, ignore_errors=True)
+def convert(bags: Path, out: Path) -> tuple[float, float]:
+    """(seconds, peak MB) of ``lompo convert`` in a fresh process (its workers included)."""
+    cmd = [sys.executable, "-m", "lompo_core.cli", "convert", str(bags), "--out", str(out),
+           "--reward", "none", "--quiet"]  # fmt: skip
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     start = time.perf_counter()
-    convert([path], out, ConvertConfig(reward="none"), workers=workers)
-    return time.perf_counter() - start
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - start
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if peak_kb <= before:
+        print("  (peak memory not above an earlier run's: shown as that run's)", flush=True)
+    return seconds, peak_kb / 1024
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--frames", type=int, nargs="+", default=[600, 3600], help="bag lengths")
+    ap.add_argument("--minutes", type=float, nargs="+", default=[1.0, 5.0], help="bag lengths")
+    ap.add_argument("--encoding", choices=("rgb8", "jpeg"), default="rgb8")
     ap.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
-    ap.add_argument(
-        "--chunks", choices=("none", "zstd"), default="none", help="mcap chunk compression"
-    )
-    ap.add_argument("--repeats", type=int, default=3, help="best of N (the machine is shared)")
-    ap.add_argument("--workers", type=int, help="convert's worker processes (default: per core)")
+    ap.add_argument("--chunks", choices=("none", "zstd"), default="none", help="mcap chunks")
     ap.add_argument("--bags", type=int, default=1, help="record each length as N bags")
     args = ap.parse_args()
     if args.bags < 1:
         ap.error(f"--bags must be 1 or more, got {args.bags}")
-    if any(f % args.bags for f in args.frames):
-        ap.error(f"--bags {args.bags} must divide every --frames length {args.frames}")
-    cv2.setNumThreads(1)  # the workers are the parallelism; OpenCV's own threads would compete
-    # What `lompo convert` does for its own process. It makes the floor the faster one too: in a
-    # process that has not yet freed a large block, glibc hands memory back to the kernel after
-    # every frame, and rosbags read a sqlite3 bag 3-4x slower (docs/convert.md, "Speed").
-    keep_freed_memory()
-    workers = default_workers() if args.workers is None else args.workers
     root = Path(tempfile.mkdtemp(prefix="convert_speed_"))
+    print(f"640x480 {args.encoding}, {args.storage}, chunks {args.chunks}, {args.bags} bag(s)")
+    print(f"{'minutes':>7} {'frames':>7} {'GB':>6} {'floor s':>8} {'convert s':>10} "
+          f"{'frames/s':>9} {'1 h takes':>10} {'peak MB':>8}")  # fmt: skip
     try:
-        chunks = ""
-        if args.storage == "mcap":
-            chunks = " (zstd chunks)" if args.chunks == "zstd" else " (uncompressed chunks)"
-        bags = f", {args.bags} bags each" if args.bags > 1 else ""
-        print(
-            f"640x480, {args.storage}{chunks}{bags}, best of {args.repeats}; "
-            f"convert with {workers} workers"
-        )
-        print(
-            f"{'bag':<6} {'frames':>6} {'MB':>7} {'floor fr/s':>11} {'convert fr/s':>13} "
-            f"{'ratio':>6} {'paired':>7} {'1 process fr/s':>15}"
-        )
-        for frames in args.frames:
-            for encoding in ("rgb8", "jpeg"):
-                bag = root / f"{encoding}_{frames}"
-                zstd = args.chunks == "zstd"
-                if args.bags == 1:
-                    size = write_bag(bag, frames, encoding, args.storage, zstd)
-                else:
-                    bag.mkdir()
-                    size = sum(
-                        write_bag(
-                            bag / f"{i:04d}", frames // args.bags, encoding, args.storage, zstd
-                        )
-                        for i in range(args.bags)
-                    )
-                out = root / f"ds_{encoding}"
-                # Untimed first: imports, the page cache, the allocator.
-                floor(bag)
-                ours(bag, out, workers)
-                # Interleaved, so that a slow spell of the machine hits all three alike.
-                runs = [
-                    (floor(bag), ours(bag, out, workers), ours(bag, out, 0))
-                    for _ in range(args.repeats)
-                ]
-                floor_s, conv_s, one_s = (min(r[i] for r in runs) for i in range(3))
-                # Each repeat's floor and conversion ran back to back: the median of their ratios
-                # is steadier than the ratio of two minima taken at different moments.
-                paired = statistics.median(f / c for f, c, _ in runs)
-                print(
-                    f"{encoding:<6} {frames:>6} {size / 1e6:7.1f} {frames / floor_s:11.0f} "
-                    f"{frames / conv_s:13.0f} {floor_s / conv_s:6.0%} {paired:7.0%} "
-                    f"{frames / one_s:15.0f}",
-                    flush=True,
-                )
-                shutil.rmtree(bag)
+        # Lengths longest first: the peak memory is the largest over the runs so far.
+        for minutes in sorted(args.minutes, reverse=True):
+            frames = int(minutes * 60 * RATE_HZ)
+            folder = root / "bags"
+            bags = [folder / f"bag{i:03d}" for i in range(args.bags)]
+            size, per_bag = 0, frames // args.bags
+            for i, bag in enumerate(bags):
+                start = 10**12 + i * (per_bag + 30) * int(1e9 / RATE_HZ)  # 1 s apart
+                size += write_bag(bag, per_bag, args.encoding, args.storage,
+                                  args.chunks == "zstd", start)  # fmt: skip
+            floor_s = floor(bags)
+            seconds, peak_mb = convert(folder, root / "ds")
+            rate = frames / seconds
+            print(f"{minutes:7g} {frames:7d} {size / 1e9:6.2f} {floor_s:8.1f} {seconds:10.1f} "
+                  f"{rate:9.0f} {108_000 / rate / 60:8.1f} m {peak_mb:8.0f}", flush=True)  # fmt: skip
+            shutil.rmtree(folder)
+            shutil.rmtree(root / "ds")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -1,4 +1,4 @@
-"""lompo_core.files: one writer at a time on an output, and nothing left when it is done."""
+"""lompo_core.files: outputs that appear whole, one writer at a time, nothing left behind."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from lompo_core.errors import LompoError
-from lompo_core.files import exclusive, lock_path
+from lompo_core.files import atomic_folder, exclusive, lock_path
 
 
 def test_a_second_writer_is_refused_and_the_lock_file_goes(tmp_path) -> None:
@@ -43,3 +43,47 @@ def test_a_lock_held_by_another_process_refuses_and_a_killed_holder_frees_it(tmp
     with exclusive(out, "lompo convert"):  # the kernel released the dead holder's lock
         pass
     assert not lock_path(out).exists()
+
+
+def test_a_folder_appears_whole_and_replaces_the_old_one_only_at_the_end(tmp_path) -> None:
+    out = tmp_path / "ds"
+    with atomic_folder(out) as tmp:
+        (tmp / "a").write_text("1")
+        assert not out.exists() and tmp.parent == tmp_path and tmp.name.startswith(".ds.")
+    assert (out / "a").read_text() == "1"
+    with atomic_folder(out) as tmp:
+        (tmp / "b").write_text("2")
+        assert (out / "a").exists()  # the old folder stays until the new one is done
+    assert sorted(p.name for p in out.iterdir()) == ["b"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+def test_a_failed_build_leaves_the_old_folder_and_nothing_else(tmp_path) -> None:
+    out = tmp_path / "ds"
+    out.mkdir()
+    (out / "keep").write_text("mine")
+    with pytest.raises(RuntimeError, match="half way"), atomic_folder(out) as tmp:
+        (tmp / "new").write_text("x")
+        raise RuntimeError("half way")
+    refused = LompoError("not replaced")
+
+    def refuse() -> None:
+        raise refused
+
+    with pytest.raises(LompoError, match="not replaced"), atomic_folder(out, refuse) as tmp:
+        (tmp / "new").write_text("x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+    assert (out / "keep").read_text() == "mine"
+
+
+def test_the_leftovers_of_a_killed_build_are_collected_not_a_live_ones(tmp_path) -> None:
+    out = tmp_path / "ds"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    for name in (f".ds.partial-{dead}", f".ds.old-{dead}", f".ds.partial-{os.getppid()}",
+                 ".ds.notes-1", "other"):  # fmt: skip
+        (tmp_path / name).mkdir()
+    with atomic_folder(out):
+        pass
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [".ds.notes-1", f".ds.partial-{os.getppid()}", "ds", "other"]

@@ -28,7 +28,7 @@ import numpy as np
 from ablate import branch, saved_overrides
 
 from lompo_core.config import ALGOS
-from lompo_core.data.dataset import atomic_write_bytes
+from lompo_core.files import atomic_write_bytes
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

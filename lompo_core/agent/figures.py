@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import torch
 
-from lompo_core.data.dataset import atomic_write_bytes
+from lompo_core.files import atomic_write_bytes
 from lompo_core.model.rssm import State
 from lompo_core.model.world_model import WorldModel
 

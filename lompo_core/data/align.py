@@ -236,30 +236,6 @@ class Aligner:
         self.emit(AlignedEpisode(steps, terminal, why))
 
 
-def stack_frames(frames: list[np.ndarray]) -> np.ndarray:
-    """``np.stack(frames)``, but a view where the frames are consecutive rows of one array (as
-    ``slices.FrameRows`` hands them out to a bag read at the control rate): no copy."""
-    first = frames[0]
-    rows = first.base
-    if (
-        isinstance(rows, np.ndarray)
-        and rows.flags.c_contiguous
-        and rows.dtype == first.dtype
-        and rows.shape[1:] == first.shape
-    ):
-        size, start, strides = first.nbytes, first.ctypes.data, rows.strides[1:]
-        row, misaligned = divmod(start - rows.ctypes.data, size)
-        if not misaligned and all(
-            f.base is rows
-            and f.ctypes.data == start + i * size
-            and f.shape == first.shape
-            and f.strides == strides
-            for i, f in enumerate(frames)
-        ):
-            return rows[row : row + len(frames)]
-    return np.stack(frames)
-
-
 def episode_arrays(ep: AlignedEpisode, sparse_success_reward: bool) -> dict[str, np.ndarray]:
     """The dataset's keys for one aligned episode (``reward`` = 1 on success if sparse)."""
     n = len(ep.steps)
@@ -275,7 +251,7 @@ def episode_arrays(ep: AlignedEpisode, sparse_success_reward: bool) -> dict[str,
     is_terminal = np.zeros(n, bool)
     is_terminal[-1] = ep.terminal
     return {
-        "image": stack_frames([s.image for s in ep.steps]),
+        "image": np.stack([s.image for s in ep.steps]),
         "action": np.stack([s.action for s in ep.steps]).astype(np.float32),
         "reward": reward,
         "is_first": is_first,

@@ -1,11 +1,10 @@
 """Reading robot bags with rosbags (no ROS): discovery, fingerprints, topics and stamped events.
 
-rosbags opens and indexes every bag (ROS 1 through its AnyReader, rosbag2 through its rosbag2
-Reader, with AnyReader's message store only where a message needs it); only the messages of
-uncompressed mcap chunks are read past it, the images without its copies (``mcap_chunks``).
-
-Every failure of the reader (truncated file, corrupt database, unknown type, ...) becomes a
-BagError naming the bag and, where known, the topic, so the user knows which file to look at.
+Every bag, ROS 1 or rosbag2 (sqlite3 or mcap), is opened with rosbags' ``AnyReader`` and its
+messages deserialised by it; a bag that stores no message definitions (rosbag2 sqlite3 before
+Iron) is read with the chosen distribution's. Every failure of the reader (truncated file,
+corrupt database or chunk, unknown type, ...) becomes a BagError naming the bag and, where known,
+the topic, so the user knows which file to look at.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import hashlib
 import heapq
 import importlib
 import sqlite3
-import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +22,6 @@ from typing import Any
 import numpy as np
 import xxhash
 
-from lompo_core.data import mcap_chunks
 from lompo_core.errors import BagError, LompoError
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -38,7 +35,6 @@ ROSBAG2_STORAGE = (".mcap", ".db3")
 
 # Errors rosbags and its storage backends raise on a damaged bag (they do not share a base class).
 READ_ERRORS: tuple[type[BaseException], ...] = (
-    struct.error,  # our own CDR parsers on a message cut short
     sqlite3.Error,
     EOFError,
     OSError,
@@ -234,144 +230,35 @@ class BagSummary:
         return info.msgtype
 
 
-class _DistroDefinitions:
-    """A distribution's message definitions, built only for a bag that stores none of its own.
-
-    rosbags' AnyReader reads its default typestore's ``fielddefs`` only for such a bag (rosbag2
-    sqlite3 bags before Iron). Building rosbags' whole store for a distribution takes ~200 ms,
-    which a bag with its own definitions (mcap, Iron and later, ROS 1) never needs.
-    """
-
-    def __init__(self, distro: str) -> None:
-        self.distro = distro
-
-    @property
-    def fielddefs(self) -> Any:
-        from lompo_core import messages as m
-
-        return m.typestore(self.distro).fielddefs
-
-
-class _Rosbag2Reader:
-    """rosbags' rosbag2 Reader behind the part of AnyReader's interface that Bag uses, with
-    AnyReader's message store opened only once a message needs it.
-
-    AnyReader parses every definition a bag stores and generates classes for them at each open,
-    about half of opening a bag, and the types read straight from their CDR bytes (``_FAST_CDR``)
-    never use them; every worker opens every bag it reads (a worker's open of a 600-frame mcap
-    bag: 29-35 -> 18-25 ms). Another type, or a bag whose stored definitions do not name a
-    topic's type, opens an AnyReader beside this one, once; AnyReader's checks of the stored
-    definitions (one that does not parse, a hash mismatch) come with it.
-    """
-
-    is2 = True
-
-    def __init__(self, path: Path, default: Any) -> None:
-        from rosbags.rosbag2 import Reader
-
-        self.path, self.default = path, default
-        self.readers = [Reader(path)]
-        self.stack: contextlib.ExitStack | None = None
-        self._store: Any = None  # an open AnyReader, once needed
-
-    def open(self) -> None:
-        stack = contextlib.ExitStack()
-        stack.enter_context(self.readers[0])
-        self.stack = stack
-
-    def close(self) -> None:
-        stack, self.stack = self.stack, None
-        if stack is not None:
-            stack.close()
-
-    @property
-    def topics(self) -> dict[str, Any]:
-        return self.readers[0].topics
-
-    @property
-    def connections(self) -> list[Any]:
-        return self.readers[0].connections
-
-    @property
-    def message_count(self) -> int:
-        return self.readers[0].message_count
-
-    @property
-    def start_time(self) -> int:
-        return self.readers[0].start_time
-
-    @property
-    def end_time(self) -> int:
-        return self.readers[0].end_time
-
-    def messages(self, connections: Any = (), start: Any = None, stop: Any = None) -> Any:
-        return self.readers[0].messages(connections=connections, start=start, stop=stop)
-
-    @property
-    def typestore(self) -> Any:
-        if self._store is None:
-            from rosbags.highlevel import AnyReader
-
-            assert self.stack is not None, "the bag is not open"
-            store = AnyReader([self.path], default_typestore=self.default)
-            store.open()
-            self.stack.callback(store.close)
-            self._store = store
-        return self._store.typestore
-
-    def deserialize(self, raw: Any, msgtype: str) -> Any:
-        return self.typestore.deserialize_cdr(raw, msgtype)
-
-    def defined(self, msgtypes: set[str]) -> set[str]:
-        """Those of ``msgtypes`` that the bag defines: a type with a stored definition of its
-        own (not parsed here), one that AnyReader's store finds inside another's definition, or,
-        for a bag that stores none, the distribution's."""
-        from rosbags.interfaces import MessageDefinitionFormat
-
-        stored = {
-            c.msgtype for c in self.connections if c.msgdef.format != MessageDefinitionFormat.NONE
-        }
-        if not stored:
-            return {t for t in msgtypes if t in self.default.fielddefs}
-        found = msgtypes & stored
-        if msgtypes - found:  # perhaps defined inside another type's definition
-            types = self.typestore.types
-            found |= {t for t in msgtypes - found if t in types}
-        return found
-
-
 class Bag:
-    """An open bag: ``with Bag(path, distro) as bag: ...``. Wraps rosbags' AnyReader (ROS 1) or
-    its rosbag2 Reader."""
+    """An open bag: ``with Bag(path, distro) as bag: ...``, on rosbags' ``AnyReader``."""
 
     def __init__(self, path: Path, distro: str = "jazzy") -> None:
-        from lompo_core import messages as m
-
         self.path = Path(path)
         self._errors = _rosbags_errors()
         self._distro = distro
-        self._default = _DistroDefinitions(distro if distro in m.DISTROS else "jazzy")
         self.reader: Any = None
 
     def __enter__(self) -> Bag:
         from rosbags.highlevel import AnyReader
 
+        from lompo_core import messages as m
+
+        default = m.typestore(self._distro if self._distro in m.DISTROS else "jazzy")
         try:
-            if self.path.suffix == ".bag":  # ROS 1
-                self.reader = AnyReader([self.path], default_typestore=self._default)
-            else:
-                self.reader = _Rosbag2Reader(self.path, self._default)
-            self.reader.open()
+            reader = AnyReader([self.path], default_typestore=default)
+            reader.open()
         except self._errors as exc:
-            self.reader = None
             raise BagError(f"{self.path}: cannot open bag ({_describe(exc)})") from exc
+        self.reader = reader
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.reader is not None and self.reader.stack is not None:
+        reader, self.reader = self.reader, None
+        if reader is not None:
             # Closing a damaged bag must not hide the error that brought us here.
             with contextlib.suppress(*self._errors):
-                self.reader.close()
+                reader.close()
 
     @property
     def topics(self) -> dict[str, TopicSummary]:
@@ -381,45 +268,27 @@ class Bag:
         }
 
     def summary(self) -> BagSummary:
-        topics = self.topics
-        msgtypes = {info.msgtype for info in self.reader.topics.values() if info.msgtype}
-        try:
-            if isinstance(self.reader, _Rosbag2Reader):
-                defined = self.reader.defined(msgtypes)
-            else:
-                defined = {t for t in msgtypes if t in self.reader.typestore.types}
-        except self._errors as exc:
-            raise BagError(
-                f"{self.path}: cannot read the bag's message definitions ({_describe(exc)})"
-            ) from exc
+        r = self.reader
+        msgtypes = {info.msgtype for info in r.topics.values() if info.msgtype}
         return BagSummary(
             path=self.path,
             distro=self._distro,
-            topics=topics,
-            message_count=int(self.reader.message_count),
-            start=int(self.reader.start_time),
-            stop=int(self.reader.end_time) + 1,
-            defined=frozenset(defined),
+            topics=self.topics,
+            message_count=int(r.message_count),
+            start=int(r.start_time),
+            stop=int(r.end_time) + 1,
+            defined=frozenset(t for t in msgtypes if t in r.typestore.fielddefs),
         )
 
     def raw_messages(
         self, topics: list[str], start: int | None = None, stop: int | None = None
     ) -> Iterator[tuple[str, str, int, Any]]:
-        """(topic, msgtype, log time ns, raw) in rosbags' order, logged in [start, stop).
-
-        An image's raw may be a memoryview valid only until the next message is requested
-        (uncompressed mcap chunks are read without rosbags' copies: ``mcap_chunks``).
-        """
-        it = mcap_chunks.messages(self.reader, topics, start, stop)
-        if it is None:
-            conns = [c for c in self.reader.connections if c.topic in topics]
-            it = (
-                (c.topic, c.msgtype, t, raw)
-                for c, t, raw in self.reader.messages(connections=conns, start=start, stop=stop)
-            )
+        """(topic, msgtype, log time ns, raw bytes) in log-time order, logged in [start, stop)."""
+        conns = [c for c in self.reader.connections if c.topic in topics]
+        it = self.reader.messages(connections=conns, start=start, stop=stop)
         while True:
             try:
-                item = next(it)
+                conn, t, raw = next(it)
             except StopIteration:
                 return
             except (*self._errors, RuntimeError) as exc:
@@ -429,223 +298,20 @@ class Bag:
                     f"{self.path}: the bag is truncated or corrupt, reading stopped "
                     f"({_describe(exc)})"
                 ) from exc
-            yield item
+            yield conn.topic, conn.msgtype, t, raw
 
     def deserialize(self, raw: Any, msgtype: str, topic: str) -> Any:
         try:
-            parse = _FAST_CDR.get(msgtype) if self.reader.is2 else None
-            msg = parse(raw) if parse is not None else None
-            return msg if msg is not None else self.reader.deserialize(raw, msgtype)
+            return self.reader.deserialize(raw, msgtype)
         except self._errors as exc:
             raise BagError(
                 f"{self.path}: topic {topic!r}: cannot deserialise a {msgtype} ({_describe(exc)})"
             ) from exc
 
-
-@dataclass(frozen=True, slots=True)
-class _Stamp:
-    sec: int
-    nanosec: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Header:
-    stamp: _Stamp
-    frame_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class RawImage:
-    """A sensor_msgs/msg/Image read straight from its CDR bytes; ``data`` is a view of them."""
-
-    header: _Header
-    height: int
-    width: int
-    encoding: str
-    is_bigendian: int
-    step: int
-    data: np.ndarray
-
-
-_U32, _TWO_U32, _STAMP = struct.Struct("<I"), struct.Struct("<II"), struct.Struct("<iI")
-
-
-def _cdr_le(raw: Any) -> memoryview | None:
-    """The message's bytes if little-endian CDR (what ROS 2 records); None for rosbags to read."""
-    buf = memoryview(raw).cast("B")
-    return buf if len(buf) >= 4 and buf[0] == 0 and buf[1] == 1 else None
-
-
-def _cdr_string(buf: memoryview, pos: int) -> tuple[str, int]:
-    """The string at ``pos`` and the position after it (its length counts the closing NUL)."""
-    (n,) = _U32.unpack_from(buf, pos)
-    end = pos + 4 + n
-    if end > len(buf):
-        raise ValueError(f"string of {n} bytes runs past the message's {len(buf)}")
-    return bytes(buf[pos + 4 : end - 1 if n else end]).decode(), end
-
-
-def _cdr_header(buf: memoryview) -> tuple[_Header, int]:
-    """A std_msgs/Header at the start of a message, and the position after it."""
-    sec, nanosec = _STAMP.unpack_from(buf, 4)
-    frame_id, pos = _cdr_string(buf, 12)
-    return _Header(_Stamp(sec, nanosec), frame_id), pos
-
-
-def _cdr_bytes(buf: memoryview, pos: int, count: int) -> np.ndarray:
-    """``count`` bytes of image data at ``pos``, a view of the message."""
-    if pos + count > len(buf):
-        raise ValueError(f"image data of {count} bytes runs past the message's {len(buf)}")
-    return np.frombuffer(buf, np.uint8, count, pos)
-
-
-def parse_image_cdr(raw: Any) -> RawImage | None:
-    """A little-endian CDR sensor_msgs/msg/Image (what ROS 2 records), or None for another byte
-    order (then rosbags deserialises it). rosbags' generated deserialiser spends ~50 us a frame on
-    what is a fixed layout; reading its few header fields here takes ~5 us. The pixels stay a view
-    of ``raw``. tests/data/test_bagread.py checks it against rosbags field by field.
-    """
-    buf = _cdr_le(raw)
-    if buf is None:
-        return None
-    # Fields align to their size counted from the end of the 4-byte encapsulation header, which
-    # is itself 4-aligned: absolute positions align the same way.
-    header, pos = _cdr_header(buf)
-    pos = (pos + 3) & ~3
-    height, width = _TWO_U32.unpack_from(buf, pos)
-    encoding, pos = _cdr_string(buf, pos + 8)
-    is_bigendian = buf[pos]
-    pos = (pos + 1 + 3) & ~3
-    step, count = _TWO_U32.unpack_from(buf, pos)
-    data = _cdr_bytes(buf, pos + 8, count)
-    return RawImage(header, height, width, encoding, is_bigendian, step, data)
-
-
-@dataclass(frozen=True, slots=True)
-class RawCompressedImage:
-    """A sensor_msgs/msg/CompressedImage read straight from its CDR bytes; ``data`` is a view."""
-
-    header: _Header
-    format: str
-    data: np.ndarray
-
-
-def parse_compressed_image_cdr(raw: Any) -> RawCompressedImage | None:
-    """Like ``parse_image_cdr``, for a jpeg or png frame: header, format, then the bytes."""
-    buf = _cdr_le(raw)
-    if buf is None:
-        return None
-    header, pos = _cdr_header(buf)
-    fmt, pos = _cdr_string(buf, (pos + 3) & ~3)
-    pos = (pos + 3) & ~3
-    (count,) = _U32.unpack_from(buf, pos)
-    return RawCompressedImage(header, fmt, _cdr_bytes(buf, pos + 4, count))
-
-
-@dataclass(frozen=True, slots=True)
-class _Vector3:
-    x: float
-    y: float
-    z: float
-
-
-@dataclass(frozen=True, slots=True)
-class RawTwist:
-    linear: _Vector3
-    angular: _Vector3
-
-
-@dataclass(frozen=True, slots=True)
-class RawTwistStamped:
-    header: _Header
-    twist: RawTwist
-
-
-@dataclass(frozen=True, slots=True)
-class RawValue:
-    """std_msgs Float32, Float64 or Bool."""
-
-    data: float | bool
-
-
-_SIX_F64, _F32, _F64 = struct.Struct("<6d"), struct.Struct("<f"), struct.Struct("<d")
-
-
-def _twist_at(buf: memoryview, pos: int) -> RawTwist:
-    v = _SIX_F64.unpack_from(buf, pos)
-    return RawTwist(_Vector3(*v[:3]), _Vector3(*v[3:]))
-
-
-def parse_twist_cdr(raw: Any) -> RawTwist | None:
-    buf = _cdr_le(raw)
-    return None if buf is None else _twist_at(buf, 4)
-
-
-def parse_twist_stamped_cdr(raw: Any) -> RawTwistStamped | None:
-    buf = _cdr_le(raw)
-    if buf is None:
-        return None
-    header, pos = _cdr_header(buf)
-    pos = 4 + ((pos - 4 + 7) & ~7)  # doubles align to 8 from the end of the 4-byte header
-    return RawTwistStamped(header, _twist_at(buf, pos))
-
-
-@dataclass(frozen=True, slots=True)
-class RawArray:
-    """std_msgs Float32MultiArray or Float64MultiArray: the values (a view; the layout, which no
-    action reads, is skipped)."""
-
-    data: np.ndarray
-
-
-def _array_parser(dtype: type) -> Any:
-    size = np.dtype(dtype).itemsize
-
-    def parse(raw: Any) -> RawArray | None:
-        buf = _cdr_le(raw)
-        if buf is None:
-            return None
-        (dims,) = _U32.unpack_from(buf, 4)
-        pos = 8
-        for _ in range(dims):  # label, then size and stride
-            _, pos = _cdr_string(buf, pos)
-            pos = ((pos + 3) & ~3) + 8
-        pos = ((pos + 3) & ~3) + 4  # data_offset
-        (count,) = _U32.unpack_from(buf, pos)
-        if not count:  # no values, no padding before them
-            return RawArray(np.zeros(0, dtype))
-        pos = 4 + ((pos + size - 1) & ~(size - 1))  # aligned from the header's end (pos + 4 - 4)
-        if pos + count * size > len(buf):
-            raise ValueError(f"{count} values run past the message's {len(buf)} bytes")
-        return RawArray(np.frombuffer(buf, dtype, count, pos))
-
-    return parse
-
-
-def _scalar_parser(codec: struct.Struct, kind: type) -> Any:
-    def parse(raw: Any) -> RawValue | None:
-        buf = _cdr_le(raw)
-        return None if buf is None else RawValue(kind(codec.unpack_from(buf, 4)[0]))
-
-    return parse
-
-
-# The small messages of every step, read directly from little-endian CDR (what ROS 2 records).
-# rosbags builds a typestore per bag from the definitions it stores and generates each type's
-# deserialiser on first use: for a bag of a hundred frames that code generation cost more than
-# reading it (a third of converting `lompo collect` bags). tests/data/test_bagread.py checks
-# every parser against rosbags.
-_FAST_CDR: dict[str, Any] = {
-    IMAGE_TYPES[0]: parse_image_cdr,
-    IMAGE_TYPES[1]: parse_compressed_image_cdr,
-    TWIST_TYPES[0]: parse_twist_stamped_cdr,
-    TWIST_TYPES[1]: parse_twist_cdr,
-    REWARD_TYPES[0]: _scalar_parser(_F32, float),
-    REWARD_TYPES[1]: _scalar_parser(_F64, float),
-    SUCCESS_TYPES[0]: _scalar_parser(struct.Struct("<B"), bool),
-    ARRAY_TYPES[0]: _array_parser(np.float64),
-    ARRAY_TYPES[1]: _array_parser(np.float32),
-}
+    def messages(self, topics: list[str]) -> Iterator[tuple[str, str, int, Any]]:
+        """(topic, msgtype, log time ns, message) of ``topics`` in log-time order."""
+        for topic, msgtype, t, raw in self.raw_messages(topics):
+            yield topic, msgtype, t, self.deserialize(raw, msgtype, topic)
 
 
 def _describe(exc: BaseException) -> str:

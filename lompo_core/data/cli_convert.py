@@ -67,8 +67,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         metavar="N",
-        help="processes that read and decode the bags (default: one per core, within a CPU quota; 0: "
-        "none, everything in this process)",
+        help="processes that convert bags side by side (default: one per core, within a CPU quota, "
+        "at most one per bag; 0: everything in this process)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -103,9 +103,7 @@ def config_from_args(args: argparse.Namespace) -> ConvertConfig:
 
 def run(args: argparse.Namespace) -> int:
     from lompo_core.data.convert import convert
-    from lompo_core.data.slices import keep_freed_memory
 
-    keep_freed_memory()  # this process is the command's own (the workers do it themselves)
     report = convert(
         args.bags,
         args.out,

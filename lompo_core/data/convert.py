@@ -1,22 +1,27 @@
-"""``lompo convert``: robot bags -> the episode dataset of DESIGN.md, streaming and atomic.
+"""``lompo convert``: robot bags -> the episode dataset of DESIGN.md, one way, streaming, atomic.
 
-Each bag is read once, in log-time order, by worker processes that each take a time slice of it
-and return its messages' stamps and values with the frames already preprocessed (``slices.py``).
-Here the slices are consumed in order: messages are put back in header-stamp order within a short
-look-back, aligned (``align.py``), and each episode is written as soon as it ends, so memory does
-not grow with the bag. The dataset is built in a hidden folder beside ``out`` and renamed into place
-at the end: a failure leaves no partial dataset behind.
+Each bag flows one way through ``_convert_bag``: found (``bagread.find_bags``), read in log-time
+order with rosbags, every frame decoded and resized as it comes (``preprocess``), messages put back
+in header-stamp order within a short look-back (``bagread.StampOrder``), aligned to the control
+ticks (``align.Aligner``), and each episode written as soon as it ends, so memory does not grow
+with the bag. An episode never crosses a bag, so several bags convert at once in worker processes
+(one per core), each writing its own episodes; a single bag is read in this process. The dataset
+is built in a hidden folder beside ``out`` and renamed into place at the end
+(``files.atomic_folder``): a failure leaves no partial dataset behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import multiprocessing
 import os
 import shutil
-import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+import signal
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,21 +39,15 @@ from lompo_core.data.dataset import (
     save_episode,
     write_meta,
 )
-from lompo_core.data.preprocess import Preprocessing
-from lompo_core.data.slices import (
-    BadFrame,
-    Slice,
-    SliceReader,
-    SliceSpec,
-    default_workers,
-    plan,
-)
-from lompo_core.errors import BagError, DatasetError, LompoError
+from lompo_core.data.preprocess import Preprocessing, decode_image, jpeg_size, preprocess
+from lompo_core.errors import BagError, DatasetError, ImageError, LompoError
+from lompo_core.files import atomic_folder, exclusive
 
 CLIP_EPS = 1e-6  # a command at exactly the limit is not "clipped" after float rounding
 RATE_PROBE = 30  # action messages read to infer the control rate (median period)
 RATE_MISMATCH = 0.1  # relative rate difference between bags that is refused
-WRITES_AHEAD = 2  # episodes handed to the writer thread and not yet on disk
+MAX_WORKERS = 8
+PRIORITY = {"image": 0, "reward": 1, "success": 1, "action": 2}  # order of equal stamps
 
 
 @dataclass
@@ -104,6 +103,23 @@ class ConvertReport:
         )
 
 
+@dataclass(frozen=True)
+class BadFrame:
+    """A frame that could not be decoded; the error is raised only if the alignment uses it."""
+
+    error: str
+
+
+@dataclass
+class BagResult:
+    """What converting one bag gives: its report and its episodes' records, files written."""
+
+    source: SourceReport
+    records: list[dict[str, Any]] = field(default_factory=list)
+    successes: int = 0
+    rate: float = 0.0
+
+
 # -- the one function the rest of lompo calls ---------------------------------------------------
 def convert(
     bags: list[Path],
@@ -116,49 +132,34 @@ def convert(
 ) -> ConvertReport:
     """Convert bags (files, rosbag2 folders, or folders of them) into the dataset ``out``.
 
-    ``workers``: processes that read and decode slices of each bag (None: one per core; 0: all
-    in this process). One conversion at a time writes ``out``: another is refused by name.
+    ``workers``: processes that convert bags side by side (None: one per core, at most one per
+    bag; 0: all in this process). One conversion at a time writes ``out``: another is refused
+    by name.
     """
-    from lompo_core.files import exclusive
-
     with exclusive(Path(out), "lompo convert"):
-        return _convert(bags, out, config, overwrite, append, progress, workers)
+        return _convert(bags, Path(out), config or ConvertConfig(), overwrite, append, progress,
+                        workers)  # fmt: skip
 
 
 def _convert(
     bags: list[Path],
     out: Path,
-    config: ConvertConfig | None,
+    config: ConvertConfig,
     overwrite: bool,
     append: bool,
     progress: bool,
     workers: int | None,
 ) -> ConvertReport:
+    import time
+
+    from tqdm import tqdm
+
     start = time.perf_counter()
-    config = config or ConvertConfig()
-    out = Path(out)
     if overwrite and append:
         raise LompoError("--overwrite and --append exclude each other")
     if workers is not None and workers < 0:
         raise LompoError(f"--workers must be 0 or more, got {workers}")
-    existing: dict[str, Any] | None = None
-    for bag in bags:  # replacing or writing into an input would destroy it
-        if _inside(Path(bag), out):
-            raise LompoError(
-                f"--out {out} overlaps the input {bag}: write the dataset to a folder of its own"
-            )
-    if out.exists():
-        if append:
-            existing = EpisodeDataset(out).meta
-        elif not overwrite:
-            raise FileExistsError(
-                f"{out} already exists; pass --overwrite to replace it or --append to add bags"
-            )
-        elif not _is_dataset(out):
-            raise LompoError(
-                f"--overwrite {out}: not a lompo dataset (no readable {META_FILE} with a "
-                f"schema_version), so it is left alone; choose another --out or remove it yourself"
-            )
+    existing = _check_out(bags, out, overwrite, append)
     paths = [p for p in br.find_bags([Path(b) for b in bags]) if not _inside(p, out)]
     for path in paths:
         if _inside(out, path):
@@ -168,10 +169,9 @@ def _convert(
     labels = _load_labels(config.labels) if config.reward == "labels" else None
     if existing is not None:
         config = _compatible(config, existing, out)
-
     fingerprints = {p: br.bag_fingerprint(p) for p in paths}
     skipped = 0
-    if existing is not None:
+    if existing is not None:  # --append: bags already in the dataset are skipped
         known = {br.source_identity(s) for s in existing.get("sources", [])}
         legacy = any(kind == "sha256" for kind, _ in known)
         todo = [
@@ -180,63 +180,36 @@ def _convert(
             if ("fingerprint", fingerprints[p]) not in known
             and not (legacy and ("sha256", br.bag_sha256(p)) in known)
         ]
-        skipped = len(paths) - len(todo)
-        paths = todo
+        skipped, paths = len(paths) - len(todo), todo
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _collect_leftovers(out)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    writer: _EpisodeWriter | None = None
-    try:
-        writer = _EpisodeWriter(tmp, out, config, existing, labels)
-        rate = config.rate_hz or (existing or {}).get("rate_hz")
-        rate_source = "given" if config.rate_hz else ("dataset" if rate else "inferred")
-        sources: list[SourceReport] = []
-        from tqdm import tqdm
-
-        workers = default_workers() if workers is None else workers
-        if not paths:
-            workers = 0  # --append with nothing new: nothing to fork for
-        # Bytes: known for every bag before any is opened, so the total never grows.
-        total = sum(br.bag_size(p) for p in paths)
-        first = paths[0] if paths else None
-        # The workers fork before the bar's monitor thread starts and before any bag is open.
-        size = config.preprocessing.size
-        with SliceReader(workers, first, config.distro, (size, size, 3)) as reader:
-            bar = tqdm(total=total, unit="B", unit_scale=True, desc="convert", disable=not progress)
-            try:
-                for i, path in enumerate(paths):
-                    # The first bag sets the rate (unless given); the others are checked
-                    # against it.
-                    src, rate = _convert_bag(
-                        path,
-                        config,
-                        rate,
-                        rate_source,
-                        writer,
-                        bar,
-                        out,
-                        fingerprints[path],
-                        reader,
-                        paths[i + 1] if i + 1 < len(paths) else None,
-                    )
-                    sources.append(src)
-            finally:
-                bar.close()
+    old_episodes = list((existing or {}).get("episodes", []))
+    rate = config.rate_hz or (existing or {}).get("rate_hz")
+    rate_source = "given" if config.rate_hz else ("dataset" if rate else "inferred")
+    with atomic_folder(out) as tmp:
+        for entry in old_episodes:
+            _link_or_copy(out / entry["file"], tmp / entry["file"])
+        if rate is None and paths:  # the first bag sets the rate; the others are checked
+            rate = _probe_rate(paths[0], config)
+        jobs = [
+            _Job(
+                path,
+                i,
+                os.path.relpath(path.resolve(), out.resolve().parent),
+                fingerprints[path],
+                tmp,
+            )  # fmt: skip
+            for i, path in enumerate(paths)
+        ]
+        sizes = [br.bag_size(p) for p in paths]
+        with tqdm(total=sum(sizes), unit="B", unit_scale=True, desc="convert",
+                  disable=not progress) as bar:  # fmt: skip
+            results = _run(jobs, sizes, config, rate, rate_source, labels, workers, bar)
+        records = _number(old_episodes, results, tmp)
         if rate is None:  # --append with nothing new and no rate anywhere: keep the old value
             rate = (existing or {}).get("rate_hz", 0.0)
-        meta = writer.meta(sources, float(rate), rate_source)
-        writer.close()
+        sources = [r.source for r in results]
+        meta = _meta(config, existing, out, sources, records, float(rate), rate_source)
         write_meta(tmp, meta)
-        _swap(tmp, out)
-    except BaseException:
-        if writer is not None:
-            writer.close()  # no episode file may appear while the folder is removed
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
     values = sum(s.action_values for s in sources)
     return ConvertReport(
@@ -245,138 +218,238 @@ def _convert(
         bags_skipped=skipped,
         episodes=sum(s.episodes for s in sources),
         steps=sum(s.steps for s in sources),
-        episodes_total=len(meta["episodes"]),
+        episodes_total=len(records),
         frames_read=sum(s.frames for s in sources),
         frames_used=sum(s.frames_used for s in sources),
         dropped_episodes=sum(s.dropped_episodes for s in sources),
-        successes=writer.new_successes,
+        successes=sum(r.successes for r in results),
         clipped_fraction=sum(s.clipped_values for s in sources) / values if values else 0.0,
         rate_hz=float(rate),
         seconds=time.perf_counter() - start,
     )
 
 
-# -- one bag ------------------------------------------------------------------------------------
-def _median_rate(stamps: list[int]) -> float | None:
-    periods = np.diff(np.array(stamps, np.int64))
-    periods = periods[periods > 0]
-    return 1e9 / float(np.median(periods)) if len(periods) else None
-
-
-def _rate(stamps: list[int], path: Path, config: ConvertConfig) -> float:
-    """The control rate from the median period of the commands' stamps."""
-    rate = _median_rate(stamps)
-    if rate is None:
-        raise BagError(
-            f"{path}: action topic {config.action_topic!r}: too few distinct stamps to infer the "
-            "control rate; pass --rate HZ"
+def _check_out(bags: list[Path], out: Path, overwrite: bool, append: bool) -> dict | None:
+    """The existing dataset's meta for --append (None otherwise); refuses what would destroy."""
+    for bag in bags:  # replacing or writing into an input would destroy it
+        if _inside(Path(bag), out):
+            raise LompoError(
+                f"--out {out} overlaps the input {bag}: write the dataset to a folder of its own"
+            )
+    if not out.exists():
+        return None
+    if append:
+        return EpisodeDataset(out).meta
+    if not overwrite:
+        raise FileExistsError(
+            f"{out} already exists; pass --overwrite to replace it or --append to add bags"
         )
-    return rate
+    if not _is_dataset(out):
+        raise LompoError(
+            f"--overwrite {out}: not a lompo dataset (no readable {META_FILE} with a "
+            f"schema_version), so it is left alone; choose another --out or remove it yourself"
+        )
+    return None
 
 
-def _convert_bag(
-    path: Path,
+# -- bags side by side --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Job:
+    path: Path
+    index: int  # the bag's place in the conversion: its episodes' order
+    source: str  # the bag's path relative to the dataset's parent (meta.json)
+    fingerprint: str
+    tmp: Path  # the dataset being built
+
+
+def _run(
+    jobs: list[_Job],
+    sizes: list[int],
     config: ConvertConfig,
     rate: float | None,
     rate_source: str,
-    writer: _EpisodeWriter,
+    labels: dict[str, bool] | None,
+    workers: int | None,
     bar: Any,
-    out: Path,
-    fingerprint: str,
-    reader: SliceReader,
-    next_bag: Path | None = None,
-) -> tuple[SourceReport, float]:
-    """Convert one bag; returns its report and the control rate (inferred here if None)."""
-    src = SourceReport(
-        path=os.path.relpath(path.resolve(), out.resolve().parent),
-        format=br.bag_format(path),
-        size_bytes=br.bag_size(path),
-        fingerprint=fingerprint,
-    )
-    bag = reader.summary(path)
-    image_topic, action_topic = config.image_topic, config.action_topic
-    kinds, specs = _bag_plan(bag, config, reader.workers)
-    src.image_type = bag.topics[image_topic].msgtype
-    src.action_type = bag.topics[action_topic].msgtype
-    success_topic = next((t for t, kind in kinds.items() if kind == "success"), None)
+) -> list[BagResult]:
+    """Convert every bag, in worker processes when there are several; results in bag order."""
+    n = min(default_workers() if workers is None else workers, len(jobs))
+    if n <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        results = []
+        for job in jobs:
+            results.append(_convert_bag(job, config, rate, rate_source, labels, bar.update))
+        return results
+    with _start_pool(n) as pool:
+        futures = [pool.submit(_convert_bag, j, config, rate, rate_source, labels) for j in jobs]
+        results = []
+        for job, size, future in zip(jobs, sizes, futures, strict=True):
+            try:
+                results.append(future.result())
+            except BrokenProcessPool as exc:
+                raise BagError(
+                    f"{job.path}: the worker process converting it died ({exc}); out of "
+                    "memory? --workers 0 converts in this process"
+                ) from None
+            bar.update(size)
+        return results
 
-    def next_slices() -> list[SliceSpec] | None:
-        """The next bag's slices, for the workers to start on; its errors wait for its turn."""
-        if next_bag is None:
-            return None
+
+@contextlib.contextmanager
+def _start_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """A pool of forked workers that end with this process and leave its signals to it."""
+    import cv2
+
+    others = set(multiprocessing.active_children())
+    pool = ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_start,
+        initargs=(os.getpid(),),
+    )  # fmt: skip
+    # OpenCV's thread pool does not survive a fork (a child that uses the pool it inherited
+    # waits forever): fork while it has one thread. A signal caught while forking would run this
+    # process's handler (lompo_core.cli raises KeyboardInterrupt) in the child: block them until
+    # the child has set its own.
+    try:
+        threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
-            return _bag_plan(reader.summary(next_bag), config, reader.workers)[1]
-        except LompoError:
-            return None
+            pool.submit(int).result()  # the pool forks all its workers at the first task
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            cv2.setNumThreads(threads)
+        yield pool
+    except BaseException:
+        # An error, Ctrl-C or a signal (which another thread may take, even during the start):
+        # stop the workers now, not after their bags, and before the dataset folder goes.
+        workers_left = [p for p in multiprocessing.active_children() if p not in others]
+        for process in workers_left:
+            process.terminate()
+        for process in workers_left:
+            process.join()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
-    if next_bag is not None:
-        reader.ask_summary(next_bag)
-    pieces = reader.read(specs, then=next_slices)
-    if config.stamps == "log":  # every event's stamp is its log time, for all that follows
-        pieces = map(_log_stamped, pieces)
 
-    # The rate comes from the first RATE_PROBE commands: hold the slices read until they came.
-    head: list[Slice] = []
-    stamps: list[int] = []
-    frames: list[int] = []
-    for piece in pieces:
-        head.append(piece)
-        stamps += [e[2] for e in piece.events if e[0] == action_topic][: RATE_PROBE - len(stamps)]
-        frames += [e[2] for e in piece.events if e[0] == image_topic][: RATE_PROBE - len(frames)]
-        if len(stamps) >= RATE_PROBE:
-            break
-    command_rate = _rate(stamps, path, config) if rate is None or len(stamps) > 1 else rate
-    bag_rate = command_rate
-    camera_rate = _median_rate(frames)
-    if camera_rate is not None:
-        # Commands faster than the camera: a step needs an image, so steps come at the camera's
-        # rate, each with the latest command before its frame.
-        bag_rate = min(bag_rate, camera_rate)
-    rate = bag_rate if rate is None else rate
-    src.action_rate_hz = round(command_rate, 6)
-    if rate_source != "given" and abs(bag_rate - rate) > RATE_MISMATCH * rate:
-        raise BagError(
-            f"{path}: action topic {action_topic!r} runs at {bag_rate:.3g} Hz, the other "
-            f"bags at {rate:.3g} Hz; convert them separately or pass --rate HZ"
-        )
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
-    index = 0
 
-    def emit(ep: AlignedEpisode) -> None:
-        nonlocal index
-        writer.write(ep, path, index, src)
-        index += 1
+def _worker_start(parent: int) -> None:
+    """End with the converting process, even on its SIGKILL (Linux): otherwise a killed
+    ``lompo convert`` leaves workers running that hold the caller's pipes."""
+    import ctypes
 
-    dt, tol, gap = config.timing(rate)
-    aligner = Aligner(
-        dt,
-        tol,
-        gap,
-        None,  # the action size is that of the first command
-        _frame,
-        emit,
-        config.min_length,
-        config.max_length,
-        success_ends=success_topic is not None,
-    )
-    per_frame = src.size_bytes / max(bag.topics[image_topic].count, 1)
-    order = br.StampOrder(path, int(config.max_latency_s * 1e9))
-    shown = 0  # bytes of this bag on the progress bar
-    for piece in itertools.chain(head, pieces):
-        _stream(piece, kinds, order, aligner, src, config, path)
-        step = int(per_frame * (0 if piece.frames is None else len(piece.frames)))
-        bar.update(step)
-        shown += step
-    for item in order.pop_all():
-        _dispatch(aligner, item, kinds)
-    aligner.finish()
-    bar.update(src.size_bytes - shown)
+    with contextlib.suppress(OSError, AttributeError):
+        pr_set_pdeathsig = 1  # linux/prctl.h
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent ended before the request took effect
+        os._exit(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    # Not the parent's handlers (lompo_core.cli raises KeyboardInterrupt): a worker just ends.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+
+def default_workers() -> int:
+    """One worker per core this process may use (none on a single core).
+
+    A container's CPU quota (docker --cpus, a Kubernetes limit) counts: more workers than the
+    quota allows only contend.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    quota = cpu_quota()
+    if quota is not None:
+        cores = min(cores, max(1, int(quota)))
+    return min(cores, MAX_WORKERS) if cores > 1 else 0
+
+
+def cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The CPUs a cgroup quota allows this process (v2 ``cpu.max``, or v1 ``cfs_quota_us``)."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+# -- one bag: read, align, write ----------------------------------------------------------------
+def _convert_bag(
+    job: _Job,
+    config: ConvertConfig,
+    rate: float | None,
+    rate_source: str,
+    labels: dict[str, bool] | None,
+    shown: Callable[[int], Any] | None = None,
+) -> BagResult:
+    """Convert one bag into episode files in ``job.tmp`` (``.bagNNNNN-MMMMMM.npz``, numbered
+    by the caller); ``shown(bytes)`` follows the reading."""
+    path = job.path
+    src = SourceReport(path=job.source, format=br.bag_format(path), size_bytes=br.bag_size(path),
+                       fingerprint=job.fingerprint)  # fmt: skip
+    result = BagResult(src)
+    with br.Bag(path, config.distro) as bag:
+        summary = bag.summary()
+        kinds = _topics(summary, config)
+        src.image_type = summary.topics[config.image_topic].msgtype
+        src.action_type = summary.topics[config.action_topic].msgtype
+        events = _events(bag, kinds, config, src)
+        # The rate comes from the first RATE_PROBE commands: hold the events read until then.
+        head = list(_until_probed(events, kinds))
+        command_rate, bag_rate = _rates(head, kinds, path, config, rate)
+        rate = bag_rate if rate is None else rate
+        src.action_rate_hz = round(command_rate, 6)
+        if rate_source != "given" and abs(bag_rate - rate) > RATE_MISMATCH * rate:
+            raise BagError(
+                f"{path}: action topic {config.action_topic!r} runs at {bag_rate:.3g} Hz, the "
+                f"other bags at {rate:.3g} Hz; convert them separately or pass --rate HZ"
+            )
+
+        def emit(ep: AlignedEpisode) -> None:
+            index = len(result.records)
+            name = f".bag{job.index:05d}-{index:06d}.npz"
+            arrays = _arrays(ep, config, labels, path, index)
+            sha256 = save_episode(job.tmp / name, arrays, config.compress)
+            success = bool(arrays["is_terminal"][-1])
+            result.successes += int(success)
+            src.episodes += 1
+            src.steps += len(ep)
+            result.records.append({
+                "file": name, "length": len(ep), "return": float(arrays["reward"].sum()),
+                "success": success, "sha256": sha256, "source": src.path,
+                "source_episode": index, "start_ns": int(ep.steps[0].stamp), "end": ep.end,
+            })  # fmt: skip
+
+        dt, tol, gap = config.timing(rate)
+        success_ends = "success" in kinds.values()
+        aligner = Aligner(dt, tol, gap, None, _frame, emit, config.min_length,
+                          config.max_length, success_ends=success_ends)  # fmt: skip
+        order = br.StampOrder(path, int(config.max_latency_s * 1e9))
+        per_frame = src.size_bytes // max(summary.topics[config.image_topic].count, 1)
+        for topic, kind, t, stamp, value in itertools.chain(head, events):
+            order.push(topic, stamp, t, PRIORITY[kind], value)
+            for item in order.pop_ready(t):
+                _dispatch(aligner, item, kinds)
+            if shown is not None and kind == "image":
+                shown(per_frame)
+        for item in order.pop_all():
+            _dispatch(aligner, item, kinds)
+        aligner.finish()
 
     st = aligner.stats
     # A chunk lost without a CRC (rosbag2's mcap default writes none) reads as a shorter bag:
     # what was read must be what the bag's own index counts.
-    for topic, got in ((image_topic, st.images), (action_topic, st.commands)):
-        listed = bag.topics[topic].count
+    for topic, got in ((config.image_topic, st.images), (config.action_topic, st.commands)):
+        listed = summary.topics[topic].count
         if got != listed:
             raise BagError(
                 f"{path}: topic {topic!r}: {got} messages read, the bag's index lists {listed}; "
@@ -386,20 +459,13 @@ def _convert_bag(
     src.dropped_episodes, src.ends = st.dropped, dict(st.ends)
     if st.episodes == 0:
         raise BagError(_no_episode_reason(path, config, st))
-    return src, rate
+    result.rate = float(rate)
+    return result
 
 
-def _log_stamped(piece: Slice) -> Slice:
-    """``--stamps log``: each event stamped with its log time instead of its header stamp."""
-    piece.events = [(topic, t, t, value) for topic, t, _, value in piece.events]
-    return piece
-
-
-def _bag_plan(
-    bag: br.BagSummary, config: ConvertConfig, workers: int
-) -> tuple[dict[str, str], list[SliceSpec]]:
-    """Check the bag has what the config asks for; the topics to read (topic -> kind) and its
-    slices. BagError names the bag and topic at fault."""
+def _topics(bag: br.BagSummary, config: ConvertConfig) -> dict[str, str]:
+    """The topics to read (topic -> "image" | "action" | "reward" | "success"), checked against
+    the bag: BagError names the bag and topic at fault."""
     image_topic, action_topic = config.image_topic, config.action_topic
     bag.require(image_topic, br.IMAGE_TYPES, "image", "--image-topic")
     action_type = bag.require(action_topic, br.ACTION_TYPES, "action", "--action-topic")
@@ -419,14 +485,126 @@ def _bag_plan(
         assert config.success_topic is not None
         bag.require(config.success_topic, br.SUCCESS_TYPES, "success", "--success-topic")
         kinds[config.success_topic] = "success"
-    fields = dict(
-        bag=bag.path,
-        distro=config.distro,
-        topics=kinds,
-        preprocessing=config.preprocessing,
-        action_fields=config.action.fields,
-    )
-    return kinds, plan(bag, fields, image_topic, workers)
+    return kinds
+
+
+def _events(
+    bag: br.Bag, kinds: dict[str, str], config: ConvertConfig, src: SourceReport
+) -> Iterator[tuple[str, str, int, int, Any]]:
+    """(topic, kind, log time, stamp, value) in the bag's order: an image's value is its frame
+    at model size (or a BadFrame), a command's its normalised action, a reward a float, a
+    success flag a bool."""
+    p = config.preprocessing
+    read_action: Callable[[Any], np.ndarray] | None = None
+    limits: np.ndarray | None = None
+    for topic, msgtype, t, msg in bag.messages(list(kinds)):
+        stamp = t if config.stamps == "log" else br.header_stamp(msg, t)
+        kind = kinds[topic]
+        value: Any
+        if kind == "image":
+            try:
+                rgb = decode_image(msg, p)
+                value = preprocess(rgb, p)
+            except ImageError as exc:
+                value = BadFrame(f"{bag.path}: topic {topic!r}: image at {stamp} ns: {exc}")
+            else:
+                if not src.image_size:  # the camera's size, not that of a reduced jpeg decode
+                    size = jpeg_size(msg.data) if hasattr(msg, "format") else None
+                    src.image_size = list(size or (int(rgb.shape[1]), int(rgb.shape[0])))
+                    src.image_encoding = str(getattr(msg, "encoding", getattr(msg, "format", "")))
+        elif kind == "action":
+            if read_action is None:
+                read_action = br.action_reader(msgtype, config.action.fields)[0]
+            try:
+                command = read_action(msg)
+            except IndexError:
+                raise BagError(
+                    f"{bag.path}: action topic {topic!r}: a command has {len(msg.data)} values, "
+                    f"fewer than the fields {list(config.action.fields or ())} need"
+                ) from None
+            if limits is None:
+                src.action_dim = command.size
+                try:
+                    limits = np.array(config.action.limits(command.size), np.float64)
+                except LompoError as exc:
+                    raise BagError(f"{bag.path}: action topic {topic!r}: {exc}") from None
+            value = _normalise(command, limits, src, bag.path, topic)
+        elif kind == "reward":
+            value = float(msg.data)
+        else:
+            value = bool(msg.data)
+        yield topic, kind, t, stamp, value
+
+
+def _normalise(
+    command: np.ndarray, limits: np.ndarray, src: SourceReport, path: Path, topic: str
+) -> np.ndarray:
+    """A command scaled by the action limits to [-1, 1] and clipped, float32; clips counted."""
+    if command.shape != limits.shape:
+        raise BagError(
+            f"{path}: action topic {topic!r}: a command with {command.size} values, expected "
+            f"{limits.size} (the first command's size and the config's action max)"
+        )
+    action = command / limits
+    if not np.isfinite(action).all():
+        raise BagError(f"{path}: action topic {topic!r}: a command holds NaN or Inf")
+    src.action_values += action.size
+    src.clipped_values += int(np.count_nonzero(np.abs(action) > 1.0 + CLIP_EPS))
+    return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+
+def _until_probed(
+    events: Iterator[tuple[str, str, int, int, Any]], kinds: dict[str, str]
+) -> Iterator[tuple[str, str, int, int, Any]]:
+    """The first events, up to the RATE_PROBE-th command (or all, in a shorter bag)."""
+    commands = 0
+    for event in events:
+        yield event
+        commands += event[1] == "action"
+        if commands >= RATE_PROBE:
+            return
+
+
+def _rates(
+    head: list[tuple[str, str, int, int, Any]],
+    kinds: dict[str, str],
+    path: Path,
+    config: ConvertConfig,
+    rate: float | None,
+) -> tuple[float, float]:
+    """(the commands' rate, the bag's step rate) from the median periods of the first events.
+
+    Commands faster than the camera: a step needs an image, so steps come at the camera's rate,
+    each with the latest command before its frame.
+    """
+    commands = [e[3] for e in head if e[1] == "action"]
+    frames = [e[3] for e in head if e[1] == "image"][:RATE_PROBE]
+    if rate is not None and len(commands) <= 1:
+        return rate, rate
+    command_rate = _median_rate(commands)
+    if command_rate is None:
+        raise BagError(
+            f"{path}: action topic {config.action_topic!r}: too few distinct stamps to infer the "
+            "control rate; pass --rate HZ"
+        )
+    camera_rate = _median_rate(frames)
+    return command_rate, min(command_rate, camera_rate or command_rate)
+
+
+def _median_rate(stamps: list[int]) -> float | None:
+    periods = np.diff(np.array(stamps, np.int64))
+    periods = periods[periods > 0]
+    return 1e9 / float(np.median(periods)) if len(periods) else None
+
+
+def _probe_rate(path: Path, config: ConvertConfig) -> float:
+    """The step rate of a bag, from its first events: what ``_convert_bag`` will infer."""
+    with br.Bag(path, config.distro) as bag:
+        summary = bag.summary()
+        kinds = _topics(summary, config)
+        src = SourceReport(path=str(path), format="", size_bytes=0, fingerprint="")
+        head = list(_until_probed(_events(bag, kinds, config, src), kinds))
+    return _rates(head, kinds, path, config, None)[1]
 
 
 def _frame(item: np.ndarray | BadFrame, stamp: int) -> np.ndarray:
@@ -434,63 +612,6 @@ def _frame(item: np.ndarray | BadFrame, stamp: int) -> np.ndarray:
     if isinstance(item, BadFrame):
         raise BagError(item.error)
     return item
-
-
-def _stream(
-    piece: Slice,
-    kinds: dict[str, str],
-    order: br.StampOrder,
-    aligner: Aligner,
-    src: SourceReport,
-    config: ConvertConfig,
-    path: Path,
-) -> None:
-    """Feed one slice's messages (in the bag's order) to the aligner in header-stamp order."""
-    if not src.image_size and piece.camera is not None:
-        width, height, src.image_encoding = piece.camera
-        src.image_size = [width, height]
-    frames = piece.frames
-    commands = [(topic, value) for topic, _, _, value in piece.events if kinds[topic] == "action"]
-    actions = iter(_normalise(commands, src, config, path))
-    for topic, t, stamp, value in piece.events:
-        kind = kinds[topic]
-        if kind == "image":
-            image = value if isinstance(value, BadFrame) else frames[value]  # type: ignore[index]
-            order.push(topic, stamp, t, 0, image)
-        elif kind == "action":
-            order.push(topic, stamp, t, 2, next(actions))
-        else:
-            order.push(topic, stamp, t, 1, value)
-        for item in order.pop_ready(t):
-            _dispatch(aligner, item, kinds)
-
-
-def _normalise(
-    commands: list[tuple[str, np.ndarray]], src: SourceReport, config: ConvertConfig, path: Path
-) -> np.ndarray:
-    """A slice's commands scaled by the action limits to [-1, 1] and clipped, [n, dim] float32
-    (in one go: per command, numpy's call overhead cost the converting process ~20 ms a
-    600-frame bag, taken from the workers on a 2-core machine)."""
-    if not commands:
-        return np.empty((0, src.action_dim), np.float32)
-    topic = commands[0][0]
-    src.action_dim = src.action_dim or commands[0][1].size
-    try:
-        limits = np.array(config.action.limits(src.action_dim), np.float64)
-    except LompoError as exc:
-        raise BagError(f"{path}: action topic {topic!r}: {exc}") from None
-    for _, command in commands:
-        if command.shape != limits.shape:
-            raise BagError(
-                f"{path}: action topic {topic!r}: a command with {command.size} values, expected "
-                f"{limits.size} (the first command's size and the config's action max)"
-            )
-    action = np.stack([command for _, command in commands]) / limits
-    if not np.isfinite(action).all():
-        raise BagError(f"{path}: action topic {topic!r}: a command holds NaN or Inf")
-    src.action_values += action.size
-    src.clipped_values += int(np.count_nonzero(np.abs(action) > 1.0 + CLIP_EPS))
-    return np.clip(action, -1.0, 1.0).astype(np.float32)
 
 
 def _dispatch(aligner: Aligner, item: tuple[int, str, Any], kinds: dict[str, str]) -> None:
@@ -504,6 +625,23 @@ def _dispatch(aligner: Aligner, item: tuple[int, str, Any], kinds: dict[str, str
         aligner.reward(stamp, value)
     else:
         aligner.success(stamp, value)
+
+
+def _arrays(
+    ep: AlignedEpisode,
+    config: ConvertConfig,
+    labels: dict[str, bool] | None,
+    bag: Path,
+    index: int,
+) -> dict[str, np.ndarray]:
+    """The episode's arrays, with the reward the config asks for."""
+    if labels is not None:
+        ep = replace(ep, terminal=_label(labels, bag, index))
+        return episode_arrays(ep, sparse_success_reward=True)
+    arrays = episode_arrays(ep, sparse_success_reward=config.reward == "success")
+    if config.reward == "none":
+        arrays["reward"][:] = 0.0
+    return arrays
 
 
 def _no_episode_reason(path: Path, config: ConvertConfig, st: Any) -> str:
@@ -528,137 +666,91 @@ def _no_episode_reason(path: Path, config: ConvertConfig, st: Any) -> str:
     )
 
 
-# -- writing --------------------------------------------------------------------------------------
-class _EpisodeWriter:
-    def __init__(
-        self,
-        tmp: Path,
-        out: Path,
-        config: ConvertConfig,
-        existing: dict[str, Any] | None,
-        labels: dict[str, bool] | None,
-    ) -> None:
-        self.tmp, self.out, self.config, self.labels = tmp, out, config, labels
-        self.existing = existing
-        self.episodes: list[dict[str, Any]] = []
-        self.new_successes = 0
-        self.names: tuple[str, ...] | None = None
-        if existing is not None:
-            for entry in existing["episodes"]:
-                _link_or_copy(out / entry["file"], tmp / entry["file"])
-                self.episodes.append(entry)
-        self.next = 1 + max((_number(e["file"]) for e in self.episodes), default=-1)
-        # One thread writes the episode files (zip, hashes and the disk all release the GIL), so
-        # slices are consumed while an episode reaches the disk; meta() waits for the files.
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="episode-writer")
-        self._pending: deque[tuple[dict[str, Any], Future[str]]] = deque()
-
-    def write(self, ep: AlignedEpisode, bag: Path, index: int, src: SourceReport) -> None:
-        if self.labels is not None:
-            success = _label(self.labels, bag, index)
-            ep = replace(ep, terminal=success)
-            arrays = episode_arrays(ep, sparse_success_reward=True)
-        else:
-            arrays = episode_arrays(ep, sparse_success_reward=self.config.reward == "success")
-            if self.config.reward == "none":
-                arrays["reward"][:] = 0.0
-        name = f"episode_{self.next:06d}.npz"
-        self.next += 1
-        self.new_successes += int(ep.terminal)
-        src.episodes += 1
-        src.steps += len(ep)
-        record = {
-            "file": name,
-            "length": len(ep),
-            "return": float(arrays["reward"].sum()),
-            "success": bool(ep.terminal),
-            "sha256": "",  # once written
-            "source": src.path,
-            "source_episode": index,
-            "start_ns": int(ep.steps[0].stamp),
-            "end": ep.end,
-        }
-        self.episodes.append(record)
-        job = self._thread.submit(save_episode, self.tmp / name, arrays, self.config.compress)
-        self._pending.append((record, job))
-        while len(self._pending) > WRITES_AHEAD:  # bounds the episodes held in memory
-            self._finish_one()
-
-    def _finish_one(self) -> None:
-        record, job = self._pending.popleft()
-        record["sha256"] = job.result()
-
-    def close(self) -> None:
-        """Wait for the episode being written (none starts after) and stop the thread."""
-        self._thread.shutdown(wait=True, cancel_futures=True)
-
-    def meta(self, sources: list[SourceReport], rate: float, rate_source: str) -> dict[str, Any]:
-        while self._pending:
-            self._finish_one()
-        c = self.config
-        old = self.existing or {}
-        dim = _action_dim(sources, old)
-        names = old["action"]["names"] if old else _action_names(c, sources, dim)
-        all_sources = list(old.get("sources", [])) + [s.__dict__ for s in sources]
-        # --append: the new bags' commands must be of the kinds the dataset already holds.
-        kinds = {s.get("action_type") for s in old.get("sources", [])} - {None, ""}
-        new = {s.action_type for s in sources} - {""}
-        if kinds and not new <= kinds:
-            raise DatasetError(
-                f"{self.out / META_FILE}: its bags' commands are {', '.join(sorted(kinds))}, these "
-                f"are {', '.join(sorted(new - kinds))}: append bags recorded the same way"
-            )
-        values = sum(s["action_values"] for s in all_sources)
-        clipped = sum(s["clipped_values"] for s in all_sources)
-        hashes = [e["sha256"] for e in self.episodes]
-        if not self.episodes:
-            raise BagError("no episodes: nothing to write")
-        from lompo_core import __version__
-
-        dt, tol, gap = c.timing(rate)
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "created_by": f"lompo {__version__} convert",
-            "action": {
-                "names": list(names),
-                "unit": c.action.unit,
-                "max": list(c.action.limits(dim)),
-                "normalised": "action = clip(command / max, -1, 1)",
-            },
-            "preprocessing": c.preprocessing.as_dict(),
-            "rate_hz": rate,
-            "rate_source": rate_source,
-            "alignment": {
-                "convention": "dreamer: action[t] led to image[t], action[0] = 0",
-                "tolerance_s": tol / 1e9,
-                "gap_s": gap / 1e9,
-                "max_latency_s": c.max_latency_s,
-                "stamps": c.stamps,
-            },
-            "topics": {
-                "image": c.image_topic,
-                "action": c.action_topic,
-                "reward": c.reward_topic if c.reward == "topic" else None,
-                "success": c.success_topic if c.reward != "labels" else None,
-            },
-            "reward_source": c.reward,
-            "sources": all_sources,
-            "counts": {
-                "episodes": len(self.episodes),
-                "steps": int(sum(e["length"] for e in self.episodes)),
-                "successes": int(sum(e["success"] for e in self.episodes)),
-                "frames_read": int(sum(s["frames"] for s in all_sources)),
-                "dropped_episodes": int(sum(s["dropped_episodes"] for s in all_sources)),
-                "clipped_fraction": clipped / values if values else 0.0,
-            },
-            "config": c.as_dict(),
-            "episodes": self.episodes,
-            "content_hash": content_hash(hashes),
-        }
+# -- the dataset's records ------------------------------------------------------------------------
+def _number(old: list[dict[str, Any]], results: list[BagResult], tmp: Path) -> list[dict[str, Any]]:
+    """Give the new episodes their files' final names, after the dataset's own, in bag order."""
+    records = list(old)
+    next_number = 1 + max((_file_number(e["file"]) for e in old), default=-1)
+    for result in results:
+        for record in result.records:
+            name = f"episode_{next_number:06d}.npz"
+            (tmp / record["file"]).rename(tmp / name)
+            records.append({**record, "file": name})
+            next_number += 1
+    return records
 
 
-def _action_dim(sources: list[SourceReport], old: dict[str, Any]) -> int:
-    return len(old["action"]["names"]) if old else sources[0].action_dim
+def _meta(
+    c: ConvertConfig,
+    existing: dict[str, Any] | None,
+    out: Path,
+    sources: list[SourceReport],
+    episodes: list[dict[str, Any]],
+    rate: float,
+    rate_source: str,
+) -> dict[str, Any]:
+    old = existing or {}
+    dim = len(old["action"]["names"]) if old else sources[0].action_dim
+    names = old["action"]["names"] if old else _action_names(c, sources, dim)
+    all_sources = list(old.get("sources", [])) + [s.__dict__ for s in sources]
+    # --append: the new bags' commands must be of the kinds the dataset already holds.
+    kinds = {s.get("action_type") for s in old.get("sources", [])} - {None, ""}
+    new = {s.action_type for s in sources} - {""}
+    if kinds and not new <= kinds:
+        raise DatasetError(
+            f"{out / META_FILE}: its bags' commands are {', '.join(sorted(kinds))}, these "
+            f"are {', '.join(sorted(new - kinds))}: append bags recorded the same way"
+        )
+    values = sum(s["action_values"] for s in all_sources)
+    clipped = sum(s["clipped_values"] for s in all_sources)
+    if not episodes:
+        raise BagError("no episodes: nothing to write")
+    from lompo_core import __version__
+
+    dt, tol, gap = c.timing(rate)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "created_by": f"lompo {__version__} convert",
+        "action": {
+            "names": list(names),
+            "unit": c.action.unit,
+            "max": list(c.action.limits(dim)),
+            "normalised": "action = clip(command / max, -1, 1)",
+        },
+        "preprocessing": c.preprocessing.as_dict(),
+        "rate_hz": rate,
+        "rate_source": rate_source,
+        "alignment": {
+            "convention": "dreamer: action[t] led to image[t], action[0] = 0",
+            "tolerance_s": tol / 1e9,
+            "gap_s": gap / 1e9,
+            "max_latency_s": c.max_latency_s,
+            "stamps": c.stamps,
+        },
+        "topics": _roles(c),
+        "reward_source": c.reward,
+        "sources": all_sources,
+        "counts": {
+            "episodes": len(episodes),
+            "steps": int(sum(e["length"] for e in episodes)),
+            "successes": int(sum(e["success"] for e in episodes)),
+            "frames_read": int(sum(s["frames"] for s in all_sources)),
+            "dropped_episodes": int(sum(s["dropped_episodes"] for s in all_sources)),
+            "clipped_fraction": clipped / values if values else 0.0,
+        },
+        "config": c.as_dict(),
+        "episodes": episodes,
+        "content_hash": content_hash([e["sha256"] for e in episodes]),
+    }
+
+
+def _roles(c: ConvertConfig) -> dict[str, str | None]:
+    return {
+        "image": c.image_topic,
+        "action": c.action_topic,
+        "reward": c.reward_topic if c.reward == "topic" else None,
+        "success": c.success_topic if c.reward != "labels" else None,
+    }
 
 
 def _action_names(config: ConvertConfig, sources: list[SourceReport], dim: int) -> tuple[str, ...]:
@@ -686,13 +778,7 @@ def _compatible(config: ConvertConfig, meta: dict[str, Any], out: Path) -> Conve
     rate = meta.get("rate_hz")
     if config.rate_hz is not None and rate and abs(config.rate_hz - rate) > 1e-9:
         raise DatasetError(f"{where}: rate {rate} Hz differs from --rate {config.rate_hz}")
-    topics = {
-        "image": config.image_topic,
-        "action": config.action_topic,
-        "reward": config.reward_topic if config.reward == "topic" else None,
-        "success": config.success_topic if config.reward != "labels" else None,
-    }
-    for role, topic in topics.items():
+    for role, topic in _roles(config).items():
         if (meta.get("topics") or {}).get(role) != topic:
             raise DatasetError(
                 f"{where}: {role} topic {meta.get('topics', {}).get(role)!r} differs from this "
@@ -745,30 +831,11 @@ def _load_labels(path: Path | None) -> dict[str, bool]:
     return labels
 
 
-def _number(name: str) -> int:
+def _file_number(name: str) -> int:
     try:
         return int(Path(name).stem.rsplit("_", 1)[-1])
     except ValueError:
         return -1
-
-
-def _collect_leftovers(out: Path) -> None:
-    """Remove the hidden folders a killed conversion into ``out`` left (its pid is gone)."""
-    for stale in out.parent.glob(f".{out.name}.*-*"):
-        kind, _, pid = stale.name[len(out.name) + 2 :].rpartition("-")
-        if kind not in ("partial", "old") or not pid.isdigit() or _alive(int(pid)):
-            continue
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _is_dataset(folder: Path) -> bool:
@@ -793,19 +860,3 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         os.link(src, dst)  # episodes are never modified in place, so sharing the inode is safe
     except OSError:
         shutil.copy2(src, dst)
-
-
-def _swap(tmp: Path, out: Path) -> None:
-    """Put the finished folder at ``out``; an old one is moved aside first, then deleted."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        out.rename(old)
-    try:
-        tmp.rename(out)
-    except BaseException:
-        if old is not None:
-            old.rename(out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

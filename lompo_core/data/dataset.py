@@ -8,21 +8,18 @@ bad file is named, not discovered as a shape error deep inside training.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
 from lompo_core.errors import DatasetError
+from lompo_core.files import atomic_write_bytes, atomic_writer
 
 SCHEMA_VERSION = 1
 META_FILE = "meta.json"
@@ -76,127 +73,13 @@ def validate_episode(ep: Episode, where: str | Path, action_dim: int | None = No
     return int(length)
 
 
-@contextlib.contextmanager
-def atomic_writer(path: Path) -> Iterator[BinaryIO]:
-    """A binary file that appears at ``path`` whole, synced, when the block ends without error;
-    readers see either nothing (or the old file) or all of it."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp makes the file private (0600); give it the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file so that readers see either nothing or all of it."""
-    with atomic_writer(path) as f:
-        f.write(data)
-
-
-BIG_WRITE = 1 << 20  # bytes from which a write is split over two threads
-
-
-class _EpisodeFile:
-    """The writes of an episode's zip, passed on to the file and hashed in order by a thread of
-    their own: the file's sha256 without reading it back, computed beside the writes and the
-    fsync. A big write (the images) is copied into the page cache by two threads and its
-    writeback starts at once, so that the fsync that ends the file finds less to wait for.
-    Copy, hash and disk all release the GIL. A 600-step episode (7.4 MB): 39 -> 32 ms (median
-    of 20, one after the other; the kernel's copy into fresh page-cache pages is slow here).
-    """
-
-    def __init__(self, f: BinaryIO, hasher: ThreadPoolExecutor) -> None:
-        self.f, self.hasher, self.sha256, self.pos = f, hasher, hashlib.sha256(), 0
-        self._hashed: list[Future[None]] = []
-
-    def write(self, data: Any) -> int:
-        """``data`` must not change until the file is hashed (zipfile writes bytes, and the
-        episode's arrays)."""
-        view = memoryview(data).cast("B")
-        self._hashed.append(self.hasher.submit(self.sha256.update, view))
-        if len(view) < BIG_WRITE:
-            self.f.write(view)
-        else:
-            self.f.flush()
-            at, half = self.f.tell(), len(view) // 2
-            with ThreadPoolExecutor(1) as pool:
-                second = pool.submit(_pwrite_all, self.f.fileno(), view[half:], at + half)
-                _pwrite_all(self.f.fileno(), view[:half], at)
-                second.result()
-            self.f.seek(at + len(view))
-            _start_writeback(self.f.fileno(), at, len(view))
-        self.pos += len(view)
-        return len(view)
-
-    def tell(self) -> int:
-        return self.pos
-
-    def flush(self) -> None:
-        self.f.flush()
-
-    def hexdigest(self) -> str:
-        for hashed in self._hashed:
-            hashed.result()
-        return self.sha256.hexdigest()
-
-
-def _pwrite_all(fd: int, data: memoryview, at: int) -> None:
-    while data:
-        n = os.pwrite(fd, data, at)
-        data, at = data[n:], at + n
-
-
-def _start_writeback(fd: int, at: int, n: int) -> None:
-    """Have Linux start writing these bytes to disk now (sync_file_range: asynchronous, no
-    durability promised; the fsync after still gives that). Elsewhere nothing to do."""
-    global _sync_file_range
-    if _sync_file_range is None:
-        _sync_file_range = False
-        with contextlib.suppress(OSError, AttributeError):
-            import ctypes
-
-            f = ctypes.CDLL(None, use_errno=True).sync_file_range
-            f.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-            _sync_file_range = f
-    if _sync_file_range:
-        _sync_file_range(fd, at, n, 2)  # SYNC_FILE_RANGE_WRITE
-
-
-_sync_file_range: Any = None  # libc's, once looked up; False where there is none
-
-
 def save_episode(path: Path, ep: Episode, compress: bool = False) -> str:
-    """Validate and write one episode atomically; return the file's sha256.
-
-    The .npz (what np.savez writes, but streamed: zip data descriptors instead of seeking back)
-    goes straight to the file, hashed on the way (``_EpisodeFile``): one copy of the images
-    instead of four.
-    """
+    """Validate and write one episode atomically; return the file's sha256."""
     validate_episode(ep, path)
-    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-    with ThreadPoolExecutor(1, thread_name_prefix="sha256") as hasher:
-        with atomic_writer(Path(path)) as f:
-            out = _EpisodeFile(f, hasher)
-            with zipfile.ZipFile(out, "w", method, allowZip64=True) as z:  # type: ignore[arg-type]
-                for key in KEYS:
-                    array = np.ascontiguousarray(ep[key])
-                    with z.open(f"{key}.npy", "w", force_zip64=True) as member:
-                        # What np.save writes, from the array's own memory (write_array copies).
-                        header = np.lib.format.header_data_from_array_1_0(array)
-                        np.lib.format.write_array_header_1_0(member, header)
-                        member.write(memoryview(array.reshape(-1)).cast("B"))
-        return out.hexdigest()
+    save = np.savez_compressed if compress else np.savez
+    with atomic_writer(Path(path)) as f:
+        save(f, **{key: np.ascontiguousarray(ep[key]) for key in KEYS})
+    return file_sha256(path)
 
 
 def load_episode(path: Path, action_dim: int | None = None) -> Episode:

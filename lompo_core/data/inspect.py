@@ -175,7 +175,7 @@ def _border(img: np.ndarray) -> np.ndarray:
 def write_png(path: Path, rgb: np.ndarray) -> None:
     import cv2
 
-    from lompo_core.data.dataset import atomic_write_bytes
+    from lompo_core.files import atomic_write_bytes
 
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
     if not ok:

@@ -14,9 +14,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ import numpy as np
 from lompo_core.data.dataset import EpisodeDataset
 from lompo_core.data.preprocess import Preprocessing
 from lompo_core.errors import DatasetError, PolicyError
+from lompo_core.files import atomic_folder
 from lompo_core.runtime.sidecar import (
     FIRST_FRAME_EXEMPT,
     IMAGE_SIGNALS,
@@ -440,10 +439,9 @@ def export_policy_step(
             f"the run's action names {action['names']} do not match the policy's "
             f"{step.action_dim} action dimensions"
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
-        os.chmod(staging, 0o755)  # mkdtemp's 0o700 would hide the policy from the node's user
+    # Built hidden beside ``out`` and renamed into place whole; an old export is replaced only
+    # if it still may be (it may have appeared meanwhile).
+    with atomic_folder(out, before_replace=lambda: _check_out(out, overwrite)) as staging:
         onnx_path = staging / ONNX_FILE
         log(f"tracing the policy step to ONNX (opset {OPSET})")
         export_onnx(step, onnx_path)
@@ -508,10 +506,6 @@ def export_policy_step(
                     f"episode {report.episode_max_diff})"
                 )
         _fsync_dir(staging)
-        _publish(staging, out, overwrite)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return ExportResult(
         out=out,
         onnx_sha256=digest,
@@ -618,28 +612,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _publish(staging: Path, out: Path, overwrite: bool) -> None:
-    """Rename the finished folder into place; an old export is moved aside, then deleted."""
-    if not (out.exists() or out.is_symlink()):
-        try:
-            os.rename(staging, out)
-            return
-        except OSError:
-            if not out.exists():
-                raise
-            # someone created it meanwhile: fall through to the overwrite rules
-    _check_out(out, overwrite)
-    old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-    os.rmdir(old)
-    os.rename(out, old)
-    try:
-        os.rename(staging, out)
-    except BaseException:
-        os.rename(old, out)  # put the previous export back
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def report_dict(result: ExportResult) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from lompo_core import messages as m
-from lompo_core.data.dataset import atomic_write_bytes
+from lompo_core.files import atomic_write_bytes
 from lompo_core.runtime.controller import OOD_HOLD
 
 DT_NS = 12_500_000  # one control step at 80 Hz on the virtual clock

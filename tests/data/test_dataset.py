@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 
-from lompo_core.data import dataset
+from lompo_core import files
 from lompo_core.data.dataset import (
     EpisodeDataset,
     content_hash,
@@ -54,10 +52,7 @@ def test_write_dataset_round_trip(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("compress", [False, True], ids=["stored", "deflated"])
-@pytest.mark.parametrize("big", [1 << 20, 64], ids=["images split", "every member split"])
-def test_save_episode_returns_the_hash_of_the_file_it_wrote(tmp_path, monkeypatch, compress, big):
-    # Writes from BIG_WRITE bytes go to the file by two threads and are hashed by a third.
-    monkeypatch.setattr(dataset, "BIG_WRITE", big)
+def test_save_episode_returns_the_hash_of_the_file_it_wrote(tmp_path, compress):
     ep = episode(200, True)  # 2.4 MB of images
     ep["image"] = np.random.default_rng(0).integers(0, 256, ep["image"].shape, np.uint8)
     ep["action"] = np.random.default_rng(1).normal(size=(200, 2)).astype(np.float32)
@@ -69,15 +64,14 @@ def test_save_episode_returns_the_hash_of_the_file_it_wrote(tmp_path, monkeypatc
     assert [p.name for p in tmp_path.iterdir()] == ["ep.npz"]  # no temporary file left
 
 
-def test_a_failed_save_leaves_no_file_and_no_thread(tmp_path, monkeypatch) -> None:
-    def full(fd, data, at):
+def test_a_failed_save_leaves_no_file(tmp_path, monkeypatch) -> None:
+    def full(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(dataset.os, "pwrite", full)
+    monkeypatch.setattr(files.os, "fsync", full)
     with pytest.raises(OSError, match="No space"):
-        save_episode(tmp_path / "ep.npz", episode(200, True))  # 2.4 MB: a split write
+        save_episode(tmp_path / "ep.npz", episode(200, True))
     assert list(tmp_path.iterdir()) == []
-    assert not [t for t in threading.enumerate() if t.name.startswith("sha256")]
 
 
 def _two_episodes(tmp_path):
