@@ -195,6 +195,13 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     @classmethod
+    def load(cls, path: Path) -> Config:
+        """A saved config (a run's ``config.yaml``), validated."""
+        from lompo_core.files import read_yaml
+
+        return cls.from_dict(read_yaml(path, "run config"), where=str(path))
+
+    @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "config") -> Config:
         cfg = cls()
         for key, value in _flatten(d).items():
@@ -370,10 +377,9 @@ def validate(cfg: Config) -> None:
 
 
 def load_presets(path: Path = PRESETS_FILE) -> dict[str, dict[str, Any]]:
-    data = yaml.safe_load(Path(path).read_text())
-    if not isinstance(data, dict):
-        raise LompoError(f"{path}: expected a mapping of preset names")
-    return data
+    from lompo_core.files import read_yaml
+
+    return read_yaml(path, "presets file", empty_ok=False)
 
 
 def parse_overrides(items: typing.Iterable[str]) -> dict[str, Any]:

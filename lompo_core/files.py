@@ -4,6 +4,9 @@
 (a dataset, an exported policy), hidden beside the output and renamed into place only when it is
 complete: a failure or a kill leaves the old output, or none, never a half-written one.
 
+``read_yaml`` reads every settings file lompo takes (presets, a run's config, a convert config,
+a labels file) and refuses a missing file, bad YAML or another top level in one line naming it.
+
 ``exclusive`` holds an advisory lock (``flock``) on a hidden file beside the output for as long
 as a command writes it: a second ``lompo convert`` into the same dataset, or a second
 ``lompo train`` on the same run folder, is refused by name instead of interleaving with the
@@ -19,7 +22,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from lompo_core.errors import LompoError
 
@@ -140,3 +143,23 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def read_yaml(path: Path, what: str = "file", empty_ok: bool = True) -> dict[str, Any]:
+    """The mapping a YAML settings file holds (``{}`` for an empty file, if ``empty_ok``)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise LompoError(f"{path}: {what} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LompoError(f"{path}: cannot read the {what} ({exc})") from None
+    except yaml.YAMLError as exc:
+        raise LompoError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    if data is None and empty_ok:
+        return {}
+    if not isinstance(data, dict):
+        raise LompoError(f"{path}: expected a mapping at the top level of the {what}")
+    return data

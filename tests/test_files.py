@@ -87,3 +87,36 @@ def test_the_leftovers_of_a_killed_build_are_collected_not_a_live_ones(tmp_path)
         pass
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == [".ds.notes-1", f".ds.partial-{os.getppid()}", "ds", "other"]
+
+
+def test_every_settings_file_is_read_by_one_loader_that_names_it(tmp_path, capsys) -> None:
+    from lompo_core import cli
+    from lompo_core.config import Config
+    from lompo_core.files import read_yaml
+
+    good, empty = tmp_path / "good.yaml", tmp_path / "empty.yaml"
+    good.write_text("a: 1\n")
+    empty.write_text("")
+    assert read_yaml(good) == {"a": 1} and read_yaml(empty) == {}
+    cases = {
+        "missing.yaml": (None, "missing.yaml: run config not found"),
+        "bad.yaml": ("a: [1\n", "bad.yaml: not valid YAML"),
+        "list.yaml": ("- 1\n- 2\n", "list.yaml: expected a mapping at the top level of the run"),
+        "binary.yaml": (b"\xff\xfe\x00", "binary.yaml: cannot read the run config"),
+    }
+    for name, (text, words) in cases.items():
+        path = tmp_path / name
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        elif text is not None:
+            path.write_text(text)
+        with pytest.raises(LompoError, match=words):
+            Config.load(path)
+    # On the command line: one line naming the file, exit 1 (a run's config.yaml was read
+    # without a check, so a damaged one ended `lompo export` with a traceback).
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("agent: {select: [\n")
+    assert cli.main(["export", str(run), "--out", str(tmp_path / "policy")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{run / 'config.yaml'}: not valid YAML" in err

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 
 from lompo_core.agent import checkpoint, distributed
@@ -172,7 +171,7 @@ class Trainer:
         run, cfg_path = self.run_dir, self.run_dir / CONFIG_FILE
         if self.dist.main:
             if cfg_path.is_file():
-                saved = Config.from_dict(yaml.safe_load(cfg_path.read_text()), str(cfg_path))
+                saved = Config.load(cfg_path)
                 diff = differences(saved, self.cfg)
                 if diff:
                     raise LompoError(

@@ -36,7 +36,7 @@ from lompo_core.data.dataset import (
     SCHEMA_VERSION,
     EpisodeDataset,
     content_hash,
-    save_episode,
+    write_episode,
     write_meta,
 )
 from lompo_core.data.preprocess import Preprocessing, decode_image, jpeg_size, preprocess
@@ -418,16 +418,13 @@ def _convert_bag(
             index = len(result.records)
             name = f".bag{job.index:05d}-{index:06d}.npz"
             arrays = _arrays(ep, config, labels, path, index)
-            sha256 = save_episode(job.tmp / name, arrays, config.compress)
-            success = bool(arrays["is_terminal"][-1])
-            result.successes += int(success)
+            record = write_episode(job.tmp, name, arrays, config.compress, source=src.path,
+                                   source_episode=index, start_ns=int(ep.steps[0].stamp),
+                                   end=ep.end)  # fmt: skip
+            result.records.append(record)
+            result.successes += int(record["success"])
             src.episodes += 1
             src.steps += len(ep)
-            result.records.append({
-                "file": name, "length": len(ep), "return": float(arrays["reward"].sum()),
-                "success": success, "sha256": sha256, "source": src.path,
-                "source_episode": index, "start_ns": int(ep.steps[0].stamp), "end": ep.end,
-            })  # fmt: skip
 
         dt, tol, gap = config.timing(rate)
         success_ends = "success" in kinds.values()
@@ -809,17 +806,10 @@ def _label(labels: dict[str, bool], bag: Path, index: int) -> bool:
 
 
 def _load_labels(path: Path | None) -> dict[str, bool]:
-    import yaml
+    from lompo_core.files import read_yaml
 
     assert path is not None
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise LompoError(f"{path}: labels file not found") from None
-    except yaml.YAMLError as exc:
-        raise LompoError(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(data, dict):
-        raise LompoError(f"{path}: expected a mapping 'bag name[#episode]: success|failure'")
+    data = read_yaml(Path(path), "labels file")
     words = {"success": True, "failure": False, True: True, False: False}  # 1/0 == True/False
     labels = {}
     for key, value in data.items():

@@ -201,18 +201,10 @@ class ConvertConfig:
 
     @classmethod
     def from_yaml(cls, path: Path) -> ConvertConfig:
-        import yaml
+        from lompo_core.files import read_yaml
 
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise LompoError(f"{path}: config file not found") from None
-        except yaml.YAMLError as exc:
-            raise LompoError(f"{path}: not valid YAML ({exc})") from None
-        if data is not None and not isinstance(data, dict):
-            raise LompoError(f"{path}: expected a mapping at the top level")
-        config = cls.from_dict(data or {}, where=str(path))
+        config = cls.from_dict(read_yaml(path, "config file"), where=str(path))
         if config.labels is not None and not config.labels.is_absolute():
             # A labels path in a config file is relative to the file, not to the caller's cwd.
             config = replace(config, labels=path.parent / config.labels)

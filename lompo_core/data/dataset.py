@@ -82,6 +82,21 @@ def save_episode(path: Path, ep: Episode, compress: bool = False) -> str:
     return file_sha256(path)
 
 
+def write_episode(
+    root: Path, file: str, ep: Episode, compress: bool = False, **extra: Any
+) -> dict[str, Any]:
+    """Save ``ep`` as ``root / file``; its record for meta.json's ``episodes`` (``extra`` added)."""
+    digest = save_episode(Path(root) / file, ep, compress)
+    return {
+        "file": file,
+        "length": len(ep["image"]),
+        "return": float(np.sum(ep["reward"])),
+        "success": bool(np.any(ep["is_terminal"])),
+        "sha256": digest,
+        **extra,
+    }
+
+
 def load_episode(path: Path, action_dim: int | None = None) -> Episode:
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -127,19 +142,7 @@ def write_dataset(
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    records = []
-    for i, ep in enumerate(episodes):
-        file = name.format(i)
-        digest = save_episode(root / file, ep)
-        records.append(
-            {
-                "file": file,
-                "length": len(ep["image"]),
-                "return": float(np.sum(ep["reward"])),
-                "success": bool(np.any(ep["is_terminal"])),
-                "sha256": digest,
-            }
-        )
+    records = [write_episode(root, name.format(i), ep) for i, ep in enumerate(episodes)]
     write_meta(
         root,
         {

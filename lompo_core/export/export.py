@@ -525,7 +525,6 @@ def choose_checkpoint(
     ``training.selection``: ``last``, ``offline:<metric>`` (the best held-out signal),
     ``sim`` (best.pt, chosen by in-training sim evaluation) or ``manual`` (a file named by the
     user). With no ``checkpoint`` the run's own rule ``agent.select`` decides."""
-    import yaml
 
     from lompo_core.agent import checkpoint as ckpt
     from lompo_core.config import Config
@@ -534,7 +533,7 @@ def choose_checkpoint(
     cfg_path = run / "config.yaml"
     if not cfg_path.is_file():
         raise PolicyError(f"{cfg_path}: missing; is {run} a run folder made by lompo train?")
-    agent = Config.from_dict(yaml.safe_load(cfg_path.read_text()) or {}, str(cfg_path)).agent
+    agent = Config.load(cfg_path).agent
     name = agent.select if checkpoint is None else str(checkpoint)
     if name == "last":
         return None, "last"

@@ -93,14 +93,11 @@ def load_policy_step(
     from lompo_core.model.world_model import WorldModel
 
     run = Path(run_dir)
-    import yaml
-
     cfg_path, ds_path = run / "config.yaml", run / "dataset.json"
     for p in (cfg_path, ds_path):
         if not p.is_file():
             raise LompoError(f"{p}: missing; is {run} a run folder made by lompo train?")
-    cfg_dict = yaml.safe_load(cfg_path.read_text())
-    cfg = Config.from_dict(cfg_dict, where=str(cfg_path))
+    cfg = Config.load(cfg_path)
     dataset = json.loads(ds_path.read_text())
     if checkpoint_path is not None:
         path = Path(checkpoint_path)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from lompo_core import messages as m
+from lompo_core.files import atomic_write_bytes
 
 BASE_STAMP_NS = 1_767_225_600 * 1_000_000_000  # 2026-01-01T00:00:00Z: a fixed, readable epoch
 
@@ -77,15 +78,9 @@ def record_episode(
         k = 0
         while True:
             t = start_ns + k * dt_ns
-            writer.write(
-                conn_image, t, ts.serialize_cdr(kit.image(step.image, t), m.IMAGE_TYPE)
-            )
-            writer.write(
-                conn_reward, t, ts.serialize_cdr(kit.float32(step.reward), m.FLOAT32_TYPE)
-            )
-            writer.write(
-                conn_success, t, ts.serialize_cdr(kit.bool(step.success), m.BOOL_TYPE)
-            )
+            writer.write(conn_image, t, ts.serialize_cdr(kit.image(step.image, t), m.IMAGE_TYPE))
+            writer.write(conn_reward, t, ts.serialize_cdr(kit.float32(step.reward), m.FLOAT32_TYPE))
+            writer.write(conn_success, t, ts.serialize_cdr(kit.bool(step.success), m.BOOL_TYPE))
             if step.success and first_success is None:
                 first_success = k
             if step.terminal or step.truncated:
@@ -155,7 +150,5 @@ def collect(
         "action_scaling": sim.action_scaling.as_dict(),
         "episodes": [r.__dict__ for r in records],
     }
-    tmp = out / ".collect.json.partial"
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(out / f"collect_{seed:06d}.json")
+    atomic_write_bytes(out / f"collect_{seed:06d}.json", json.dumps(summary, indent=2).encode())
     return records

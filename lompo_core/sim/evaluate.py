@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from lompo_core import messages as m
-from lompo_core.files import atomic_write_bytes
+from lompo_core.files import atomic_write_bytes, atomic_writer
 from lompo_core.runtime.controller import OOD_HOLD
 
 DT_NS = 12_500_000  # one control step at 80 Hz on the virtual clock
@@ -396,8 +396,7 @@ def evaluate(
         if video and gif:
             import imageio.v2 as imageio
 
-            tmp = out / ".rollout.gif.partial"
             # Every other control step at 20 fps: 40 Hz of sim time, about half real speed.
-            imageio.mimsave(tmp, gif[::2], format="GIF", duration=1 / 20, loop=0)
-            tmp.replace(out / "rollout.gif")
+            with atomic_writer(out / "rollout.gif") as f:
+                imageio.mimsave(f, gif[::2], format="GIF", duration=1 / 20, loop=0)
     return report
