@@ -86,6 +86,9 @@ def test_baselines_share_the_world_model_and_resume(tmp_path):
     ]  # fmt: skip
     assert all(r["episodes"] == 2 and r["selection"] in ("offline", "last") for r in records)
     assert (results / "baselines.png").stat().st_size > 1000
+    page = (tmp_path / "results.md").read_text()
+    assert "| mixed | lompo | 1 |" in page and "| mixed | bc | 1 |" in page
+    assert all(r["stage_s"].get("eval mixed seed 3 " + r["method"], 0) > 0 for r in records)
     seed = tmp_path / "work" / "mixed" / "seed3"
     bc = json.loads((seed / "bc" / "policy" / "policy.json").read_text())["training"]
     assert bc["algo"] == "bc" and bc["config"]["agent"]["learner"] == "bc"

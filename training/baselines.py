@@ -11,8 +11,11 @@ share a world model train it once per seed. Each run's policy is exported by its
 cloning), never by the simulator, and only then evaluated on fresh seeds (5000-5049).
 
 Resumable: a stage whose output exists is skipped (bags, dataset, a finished run, policy.json,
-eval.json), `lompo train` resumes itself. Writes docs/results/baselines.json (one record per
-evaluated policy) and docs/results/baselines.png after each evaluation, and prints the table.
+eval.json), `lompo train` resumes itself. After each evaluation it adds the policy's record to
+docs/results/baselines.json (under a lock: one process per dataset may run at once), redraws
+docs/results/baselines.png and rewrites the table in docs/results.md (between its markers; the
+rest of the page is left as written). Each stage's wall time is kept in the run folder
+(``stage_s.json``), so ``--report-only`` rebuilds every record from the run folders.
 """
 
 from __future__ import annotations
@@ -28,12 +31,16 @@ import numpy as np
 from ablate import branch, saved_overrides
 
 from lompo_core.config import ALGOS
-from lompo_core.files import atomic_write_bytes
+from lompo_core.files import atomic_write_bytes, exclusive
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 LOMPO = [sys.executable, "-m", "lompo_core.cli"]
 DATASETS = {"mixed": "mixed", "explore": "explore"}  # dataset name -> lompo collect --policy
+TABLE_START, TABLE_END = (
+    "<!-- baselines table: written by training/baselines.py -->",
+    "<!-- end -->",
+)
 
 
 def _stage(name: str, times: dict[str, float], cmd: list[str]) -> None:
@@ -66,7 +73,7 @@ def _train(
     _stage(f"train {what}", times, [*train, *keys, "log.progress=false"])
 
 
-def _evaluate(run: Path, args: argparse.Namespace, times: dict[str, float], what: str) -> dict:
+def _evaluate(run: Path, args: argparse.Namespace, times: dict[str, float], what: str) -> None:
     policy, ev = run / "policy", run / "eval"
     if not (policy / "policy.json").is_file():
         _stage(f"export {what}", times, [*LOMPO, "export", str(run), "--out", str(policy)])
@@ -74,9 +81,25 @@ def _evaluate(run: Path, args: argparse.Namespace, times: dict[str, float], what
         _stage(f"eval {what}", times, [*LOMPO, "eval", str(policy), "--episodes",
                str(args.eval_episodes), "--seed", str(args.eval_seed), "--image-size", "128",
                "--out", str(ev), "--quiet"])  # fmt: skip
-    res = json.loads((ev / "eval.json").read_text())
-    training = json.loads((policy / "policy.json").read_text())["training"]
+
+
+def _stage_times(run: Path, times: dict[str, float]) -> dict[str, float]:
+    """This run's stage times so far, merged with those measured now (kept in the run folder)."""
+    path = run / "stage_s.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    merged = old | times
+    if merged != old and run.is_dir():
+        atomic_write_bytes(path, json.dumps(merged, indent=1).encode())
+    return merged
+
+
+def _record(run: Path, method: str, dataset: str, seed: int, times: dict[str, float]) -> dict:
+    res = json.loads((run / "eval" / "eval.json").read_text())
+    training = json.loads((run / "policy" / "policy.json").read_text())["training"]
     return {
+        "method": method,
+        "dataset": dataset,
+        "seed": seed,
         "episodes": res["episodes"],
         "eval_seed": res["seed"],
         "success_rate": res["success_rate"],
@@ -85,7 +108,38 @@ def _evaluate(run: Path, args: argparse.Namespace, times: dict[str, float], what
         "selection": training["selection"].split(":")[0],
         "selection_rule": training["selection"],
         "agent_step": training["step"],
+        "stage_s": _stage_times(run, times),
     }
+
+
+def collect_records(work: Path) -> list[dict]:
+    """Every evaluated policy under ``work`` (DATASET/seedN/METHOD with eval/eval.json)."""
+    records = []
+    for ev in sorted(work.glob("*/seed*/*/eval/eval.json")):
+        run = ev.parent.parent
+        dataset, seed, method = run.parent.parent.name, int(run.parent.name[4:]), run.name
+        if method in ALGOS and (run / "policy" / "policy.json").is_file():
+            records.append(_record(run, method, dataset, seed, {}))
+    order = {m: i for i, m in enumerate(ALGOS)}
+    return sorted(records, key=lambda r: (r["dataset"], order[r["method"]], r["seed"]))
+
+
+def save(records: list[dict], results: Path, page: Path) -> None:
+    """The JSON, the chart and the table in ``page``, from ``records``."""
+    results.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(results / "baselines.json", (json.dumps(records, indent=1) + "\n").encode())
+    plot(records, results / "baselines.png")
+    text = page.read_text() if page.is_file() else f"# Results\n\n{TABLE_START}\n{TABLE_END}\n"
+    if TABLE_START not in text or TABLE_END not in text:
+        raise SystemExit(f"baselines: {page} has no table markers ({TABLE_START} ... {TABLE_END})")
+    head, rest = text.split(TABLE_START, 1)
+    tail = rest.split(TABLE_END, 1)[1]
+    hours = sum(sum(r["stage_s"].values()) for r in records) / 3600
+    body = (f"{table(summarise(records))}\n\n{len(records)} policies, each evaluated on "
+            f"{', '.join(sorted({str(r['episodes']) for r in records}))} episodes from seed "
+            f"{', '.join(sorted({str(r['eval_seed']) for r in records}))}; stages timed so far: "
+            f"{hours:.1f} h (wall, one thread per process).")  # fmt: skip
+    atomic_write_bytes(page, f"{head}{TABLE_START}\n{body}\n{TABLE_END}{tail}".encode())
 
 
 def summarise(records: list[dict]) -> list[dict]:
@@ -181,10 +235,8 @@ def main() -> int:
     p.add_argument("--results", type=Path, default=ROOT / "docs" / "results")
     p.add_argument("--report-only", action="store_true", help="rewrite the table and chart")
     args = p.parse_args()
-    out_json = args.results / "baselines.json"
-    records = json.loads(out_json.read_text()) if out_json.is_file() else []
+    page = args.results.parent / "results.md"
     if not args.report_only:
-        args.results.mkdir(parents=True, exist_ok=True)
         for name in args.datasets:
             times: dict[str, float] = {}
             data = _dataset(args.work, name, args, times)
@@ -201,19 +253,15 @@ def main() -> int:
                     _train(run, data, args.preset, keys if method == "lompo" else [], times, what)
                     if method not in args.methods:
                         continue
-                    record = {"method": method, "dataset": name, "seed": seed}
-                    record |= _evaluate(run, args, times, what) | {"stage_s": times}
-                    key = (method, name, seed)
-                    old = [r for r in records if (r["method"], r["dataset"], r["seed"]) == key]
-                    if old:  # a resumed stage keeps the times measured when it ran
-                        record["stage_s"] = times | old[0]["stage_s"]
-                    records = [r for r in records if r not in old] + [record]
-                    atomic_write_bytes(out_json, (json.dumps(records, indent=1) + "\n").encode())
-                    plot(records, args.results / "baselines.png")
+                    _evaluate(run, args, times, what)
+                    record = _record(run, method, name, seed, times)
                     print(json.dumps(record), flush=True)
+                    with exclusive(args.results / "baselines.json", "training/baselines.py"):
+                        save(collect_records(args.work), args.results, page)
+    records = collect_records(args.work)
+    if args.report_only:
+        save(records, args.results, page)
     print(table(summarise(records)))
-    if args.report_only and records:
-        plot(records, args.results / "baselines.png")
     return 0
 
 
