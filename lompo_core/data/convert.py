@@ -190,15 +190,10 @@ def _convert(
             _link_or_copy(out / entry["file"], tmp / entry["file"])
         if rate is None and paths:  # the first bag sets the rate; the others are checked
             rate = _probe_rate(paths[0], config)
+        parent = out.resolve().parent
         jobs = [
-            _Job(
-                path,
-                i,
-                os.path.relpath(path.resolve(), out.resolve().parent),
-                fingerprints[path],
-                tmp,
-            )  # fmt: skip
-            for i, path in enumerate(paths)
+            _Job(p, i, os.path.relpath(p.resolve(), parent), fingerprints[p], tmp)
+            for i, p in enumerate(paths)
         ]
         sizes = [br.bag_size(p) for p in paths]
         with tqdm(total=sum(sizes), unit="B", unit_scale=True, desc="convert",
