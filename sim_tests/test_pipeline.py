@@ -89,6 +89,8 @@ def test_baselines_share_the_world_model_and_resume(tmp_path):
     page = (tmp_path / "results.md").read_text()
     assert "| mixed | lompo | 1 |" in page and "| mixed | bc | 1 |" in page
     assert all(r["stage_s"].get("eval mixed seed 3 " + r["method"], 0) > 0 for r in records)
+    data_stages = json.loads((tmp_path / "work" / "mixed" / "stage_s.json").read_text())
+    assert set(data_stages) == {"collect mixed", "convert mixed"}
     seed = tmp_path / "work" / "mixed" / "seed3"
     bc = json.loads((seed / "bc" / "policy" / "policy.json").read_text())["training"]
     assert bc["algo"] == "bc" and bc["config"]["agent"]["learner"] == "bc"

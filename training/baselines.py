@@ -124,7 +124,7 @@ def collect_records(work: Path) -> list[dict]:
     return sorted(records, key=lambda r: (r["dataset"], order[r["method"]], r["seed"]))
 
 
-def save(records: list[dict], results: Path, page: Path) -> None:
+def save(records: list[dict], results: Path, page: Path, work: Path) -> None:
     """The JSON, the chart and the table in ``page``, from ``records``."""
     results.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(results / "baselines.json", (json.dumps(records, indent=1) + "\n").encode())
@@ -134,7 +134,9 @@ def save(records: list[dict], results: Path, page: Path) -> None:
         raise SystemExit(f"baselines: {page} has no table markers ({TABLE_START} ... {TABLE_END})")
     head, rest = text.split(TABLE_START, 1)
     tail = rest.split(TABLE_END, 1)[1]
-    hours = sum(sum(r["stage_s"].values()) for r in records) / 3600
+    datasets = [_stage_times(work / name, {}) for name in sorted({r["dataset"] for r in records})]
+    hours = (sum(sum(r["stage_s"].values()) for r in records)
+             + sum(sum(d.values()) for d in datasets)) / 3600  # fmt: skip
     body = (f"{table(summarise(records))}\n\n{len(records)} policies, each evaluated on "
             f"{', '.join(sorted({str(r['episodes']) for r in records}))} episodes from seed "
             f"{', '.join(sorted({str(r['eval_seed']) for r in records}))}; stages timed so far: "
@@ -240,6 +242,7 @@ def main() -> int:
         for name in args.datasets:
             times: dict[str, float] = {}
             data = _dataset(args.work, name, args, times)
+            _stage_times(args.work / name, times)  # collect and convert, once per dataset
             for seed in args.seeds:
                 base = args.work / name / f"seed{seed}" / "lompo"
                 keys = ["algo=lompo", f"seed={seed}", f"threads={args.threads}",
@@ -257,10 +260,10 @@ def main() -> int:
                     record = _record(run, method, name, seed, times)
                     print(json.dumps(record), flush=True)
                     with exclusive(args.results / "baselines.json", "training/baselines.py"):
-                        save(collect_records(args.work), args.results, page)
+                        save(collect_records(args.work), args.results, page, args.work)
     records = collect_records(args.work)
     if args.report_only:
-        save(records, args.results, page)
+        save(records, args.results, page, args.work)
     print(table(summarise(records)))
     return 0
 
