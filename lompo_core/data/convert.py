@@ -271,8 +271,10 @@ def _run(
     n = min(default_workers() if workers is None else workers, len(jobs))
     if n <= 1 or "fork" not in multiprocessing.get_all_start_methods():
         results = []
-        for job in jobs:
+        for job, size in zip(jobs, sizes, strict=True):
+            shown = bar.n
             results.append(_convert_bag(job, config, rate, rate_source, labels, bar.update))
+            bar.update(size - (bar.n - shown))  # the bytes that are not frames
         return results
     with _start_pool(n) as pool:
         futures = [pool.submit(_convert_bag, j, config, rate, rate_source, labels) for j in jobs]
