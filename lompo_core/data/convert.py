@@ -116,8 +116,6 @@ class BagResult:
 
     source: SourceReport
     records: list[dict[str, Any]] = field(default_factory=list)
-    successes: int = 0
-    rate: float = 0.0
 
 
 # -- the one function the rest of lompo calls ---------------------------------------------------
@@ -217,7 +215,7 @@ def _convert(
         frames_read=sum(s.frames for s in sources),
         frames_used=sum(s.frames_used for s in sources),
         dropped_episodes=sum(s.dropped_episodes for s in sources),
-        successes=sum(r.successes for r in results),
+        successes=sum(rec["success"] for r in results for rec in r.records),
         clipped_fraction=sum(s.clipped_values for s in sources) / values if values else 0.0,
         rate_hz=float(rate),
         seconds=time.perf_counter() - start,
@@ -401,8 +399,8 @@ def _convert_bag(
         src.action_type = summary.topics[config.action_topic].msgtype
         events = _events(bag, kinds, config, src)
         # The rate comes from the first RATE_PROBE commands: hold the events read until then.
-        head = list(_until_probed(events, kinds))
-        command_rate, bag_rate = _rates(head, kinds, path, config, rate)
+        head = list(_until_probed(events))
+        command_rate, bag_rate = _rates(head, path, config, rate)
         rate = bag_rate if rate is None else rate
         src.action_rate_hz = round(command_rate, 6)
         if rate_source != "given" and abs(bag_rate - rate) > RATE_MISMATCH * rate:
@@ -419,7 +417,6 @@ def _convert_bag(
                                    source_episode=index, start_ns=int(ep.steps[0].stamp),
                                    end=ep.end)  # fmt: skip
             result.records.append(record)
-            result.successes += int(record["success"])
             src.episodes += 1
             src.steps += len(ep)
 
@@ -453,7 +450,6 @@ def _convert_bag(
     src.dropped_episodes, src.ends = st.dropped, dict(st.ends)
     if st.episodes == 0:
         raise BagError(_no_episode_reason(path, config, st))
-    result.rate = float(rate)
     return result
 
 
@@ -548,7 +544,7 @@ def _normalise(
 
 
 def _until_probed(
-    events: Iterator[tuple[str, str, int, int, Any]], kinds: dict[str, str]
+    events: Iterator[tuple[str, str, int, int, Any]],
 ) -> Iterator[tuple[str, str, int, int, Any]]:
     """The first events, up to the RATE_PROBE-th command (or all, in a shorter bag)."""
     commands = 0
@@ -561,7 +557,6 @@ def _until_probed(
 
 def _rates(
     head: list[tuple[str, str, int, int, Any]],
-    kinds: dict[str, str],
     path: Path,
     config: ConvertConfig,
     rate: float | None,
@@ -597,8 +592,8 @@ def _probe_rate(path: Path, config: ConvertConfig) -> float:
         summary = bag.summary()
         kinds = _topics(summary, config)
         src = SourceReport(path=str(path), format="", size_bytes=0, fingerprint="")
-        head = list(_until_probed(_events(bag, kinds, config, src), kinds))
-    return _rates(head, kinds, path, config, None)[1]
+        head = list(_until_probed(_events(bag, kinds, config, src)))
+    return _rates(head, path, config, None)[1]
 
 
 def _frame(item: np.ndarray | BadFrame, stamp: int) -> np.ndarray:
