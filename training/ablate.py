@@ -23,11 +23,11 @@ import sys
 from pathlib import Path
 
 import torch
-import yaml
 
 from lompo_core.agent import checkpoint
 from lompo_core.agent.sac import SAC
 from lompo_core.config import Config, _flatten, apply_overrides, validate
+from lompo_core.files import read_yaml
 
 LOMPO = [sys.executable, "-m", "lompo_core.cli"]
 
@@ -50,7 +50,7 @@ def _policy_init_for(cfg: Config, state: dict, base: Path) -> dict:
 
 def branch(base: Path, run: Path, overrides: list[str]) -> int:
     """NAME's folder: the base run's config with ``overrides``, its model-phase end checkpoint."""
-    cfg = Config.from_dict(yaml.safe_load((base / "config.yaml").read_text()), str(base))
+    cfg = Config.load(base / "config.yaml")
     apply_overrides(cfg, overrides)
     validate(cfg)
     model_end = checkpoint.checkpoint_dir(base) / checkpoint.name_for(cfg.world.steps)
@@ -71,7 +71,7 @@ def branch(base: Path, run: Path, overrides: list[str]) -> int:
 
 def saved_overrides(run: Path) -> list[str]:
     """The run's own config.yaml as ``key=value`` overrides: what resumes it unchanged."""
-    saved = yaml.safe_load((run / "config.yaml").read_text())
+    saved = read_yaml(run / "config.yaml", "run config")
     return [f"{k}={v}" for k, v in _flatten(saved).items() if v is not None]
 
 
@@ -87,7 +87,7 @@ def main() -> int:
     args = p.parse_args()
     run = args.base.parent / args.name if args.name != "." else args.base
     model_steps = branch(args.base, run, args.overrides) if run != args.base else None
-    saved = yaml.safe_load((run / "config.yaml").read_text())
+    saved = read_yaml(run / "config.yaml", "run config")
     train = [*LOMPO, "train", "--dataset", str(args.dataset), "--run", str(run), "--preset", "cpu"]
     subprocess.run([*train, *saved_overrides(run), "log.progress=false"], check=True)
     model_steps = model_steps or int(saved["world"]["steps"])
