@@ -122,6 +122,12 @@ class AgentConfig:
     # Clip r_hat(s') to [0, 1] in model rollouts: the data's reward is a 0/1 success flag, and an
     # unclipped Gaussian head pays a rollout more than one success (or a negative one) by error.
     reward_clip: bool = False
+    # An imagined step ends with the probability of success it predicts: r_hat(s') clipped to
+    # [0, 1] is both the reward and the step's terminal weight (the critic's target bootstraps
+    # with 1 - max(terminal, r_hat)). In the data a success is paid once and ends the episode; a
+    # rollout that hovers where r_hat is high but the continuation head says "go on" is paid on
+    # every step, and the critic learns values above 1, which no dataset episode has.
+    success_ends: bool = False
     # LayerNorm in the critics' hidden layers (ReBRAC): Q cannot grow without bound on latent
     # states and actions far from the data's.
     critic_norm: bool = False

@@ -96,11 +96,12 @@ def model_rollouts(
     buffer: LatentBuffer,
     u_offset: float = 0.0,
     reward_clip: bool = False,
+    success_ends: bool = False,
 ) -> dict[str, float]:
     """Roll the model out from ``starts`` (feats [N, F]) with the actor's sampled actions, one
     random head per sample and step (``latent_step``), storing the penalised reward. A rollout
     stops after a step the continuation head calls terminal (success ends episodes in our
-    data)."""
+    data). ``success_ends``: r_hat clipped to [0, 1] is also the stored terminal weight."""
     s_dim = wm.cfg.stoch
     state = State(starts[:, :s_dim], starts[:, s_dim:])
     alive = torch.ones(len(starts), dtype=torch.bool, device=starts.device)
@@ -110,14 +111,18 @@ def model_rollouts(
         action, _ = actor(feat)
         state, u = latent_step(wm, state, action, penalty)
         next_feat = state.feat()
-        reward, reward_hat = penalised_reward(wm, next_feat, u, lmbda, u_offset, reward_clip)
+        clip = reward_clip or success_ends
+        reward, reward_hat = penalised_reward(wm, next_feat, u, lmbda, u_offset, clip)
         terminal = wm.cont_prob(next_feat) < 0.5
+        weight = terminal.float()
+        if success_ends:
+            weight = torch.maximum(weight, reward_hat)
         buffer.add(
             feat=feat[alive],
             action=action[alive],
             reward=reward[alive],
             next_feat=next_feat[alive],
-            terminal=terminal[alive].float(),
+            terminal=weight[alive],
         )
         total += int(alive.sum())
         u_sum += float(u[alive].sum())

@@ -55,11 +55,14 @@ def heldout_signals(
     for _ in range(cfg.select_horizon):
         state, u = latent_step(wm, state, actor.mode(f), cfg.penalty, generator=g)
         f = state.feat()
-        reward, _ = penalised_reward(wm, f, u, cfg.lmbda, u_offset, cfg.reward_clip)
+        clip = cfg.reward_clip or cfg.success_ends
+        reward, reward_hat = penalised_reward(wm, f, u, cfg.lmbda, u_offset, clip)
         ret += disc * alive * reward
         u_sum += float((alive * u).sum())
         steps += float(alive.sum())
         alive = alive * (wm.cont_prob(f) >= 0.5).float()
+        if cfg.success_ends:  # the probability that the imagined episode goes on
+            alive = alive * (1.0 - reward_hat)
         disc *= cfg.discount
     value = ret + disc * alive * _min_q(sac, f, actor.mode(f))
     return {

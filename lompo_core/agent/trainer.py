@@ -476,6 +476,7 @@ class Trainer:
             self.model_buf,
             self._penalty_offset(),
             c.reward_clip,
+            c.success_ends,
         ) | {"rollout/u_offset": self._penalty_offset()}
 
     def _agent_phase(self, stop_at: int | None) -> bool:

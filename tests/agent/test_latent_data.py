@@ -113,6 +113,24 @@ def test_model_rollout_states_are_head_means_and_reward_clip_bounds_r_hat():
     assert float(dist.max()) < 1e-6  # every next state is exactly one head's mean
 
 
+def test_success_ends_makes_r_hat_the_terminal_weight_and_bounds_the_held_out_return():
+    wm, actor = _model()
+    starts = _real_buffer().data["feat"]
+    with torch.no_grad():  # a reward head that says "success" everywhere
+        wm.reward[-1].bias.fill_(0.7)
+        wm.reward[-1].weight.zero_()
+    bufs = {}
+    for ends in (False, True):
+        torch.manual_seed(3)
+        bufs[ends] = LatentBuffer(1000, 20, 3, torch.device("cpu"))
+        model_rollouts(wm, actor, starts, 3, 0.0, "log_prob", bufs[ends], 0.0, success_ends=ends)
+    n = len(bufs[True])
+    terminal = bufs[True].data["terminal"][:n]
+    reward = bufs[True].data["reward"][:n]
+    torch.testing.assert_close(terminal, torch.maximum(reward, bufs[False].data["terminal"][:n]))
+    assert float(terminal.min()) >= 0.7 - 1e-6
+
+
 def _sac_batch(n: int = 64) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(5)
     return {
