@@ -4,9 +4,9 @@ Writes one rosbag2 bag per length (30 Hz 640x480 rgb8 or jpeg frames and a Twist
 per frame, ``--storage`` mcap or sqlite3, mcap chunks uncompressed as ``ros2 bag record`` writes
 them, or ``--chunks zstd``), converts it with ``python -m lompo_core.cli convert`` in a fresh
 process and prints its wall time, frames/s, the hour of logs that rate implies, and the peak
-resident memory of the conversion (the largest of its processes). A single bag is converted in
+resident memory of the conversion. A single bag is converted in
 one process; ``--bags N`` records each length as N bags (one per episode, a session recorded
-bag by bag), converted side by side by the worker processes. For scale, "floor" is rosbags
+bag by bag), converted one after another. For scale, "floor" is rosbags
 alone reading and deserialising every message of the bag in one process.
 Targets (issue 17): one hour of 30 Hz 640x480 rgb8 mcap in <= 2 min on two cores, peak memory
 <= 300 MB and flat in the bag's length. Figures: docs/benchmarks.md.
@@ -78,7 +78,7 @@ def floor(bags: list[Path]) -> float:
 
 
 def convert(bags: Path, out: Path) -> tuple[float, float]:
-    """(seconds, peak MB) of ``lompo convert`` in a fresh process (its workers included)."""
+    """(seconds, peak MB) of ``lompo convert`` in a fresh process."""
     cmd = [sys.executable, "-m", "lompo_core.cli", "convert", str(bags), "--out", str(out),
            "--reward", "none", "--quiet"]  # fmt: skip
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser, module = command_parser(argv[0])
     args = parser.parse_args(argv[1:])
     # SIGTERM (kill, docker stop, systemd) and SIGHUP (a closed terminal) end a command as Ctrl-C
-    # does: what it was writing is removed and its workers are stopped.
+    # does: what it was writing is removed.
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, _interrupt)

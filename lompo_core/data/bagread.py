@@ -10,7 +10,6 @@ the topic, so the user knows which file to look at.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import heapq
 import importlib
 import sqlite3
@@ -164,24 +163,6 @@ def bag_fingerprint(bag: Path) -> str:
                 f.seek(last * i // (SAMPLE_BLOCKS - 1))
                 h.update(f.read(SAMPLE_BLOCK))
     return f"{FINGERPRINT}:{h.hexdigest()}"
-
-
-def bag_sha256(bag: Path) -> str:
-    """sha256 over every file's name and bytes: how lompo 0.1.0 identified a source."""
-    h = hashlib.sha256()
-    for p in bag_files(bag):
-        h.update(p.name.encode() + b"\0")
-        with open(p, "rb") as f:
-            for chunk in iter(lambda f=f: f.read(1 << 22), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
-def source_identity(source: dict[str, Any]) -> tuple[str, str]:
-    """("fingerprint", value) of a meta.json source, or ("sha256", hex) for one of lompo 0.1.0."""
-    if "fingerprint" in source:
-        return "fingerprint", source["fingerprint"]
-    return "sha256", source["sha256"]
 
 
 @dataclass(frozen=True)

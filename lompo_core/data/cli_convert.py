@@ -63,13 +63,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="add bags to an existing dataset; bags already in it (same hash) are skipped",
     )
-    p.add_argument(
-        "--workers",
-        type=int,
-        metavar="N",
-        help="processes that convert bags side by side (default: one per core, within a CPU quota, "
-        "at most one per bag; 0: everything in this process)",
-    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -111,7 +104,6 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         append=args.append,
         progress=not args.quiet,
-        workers=args.workers,
     )
     print(report.summary())
     return 0

@@ -4,24 +4,19 @@ Each bag flows one way through ``_convert_bag``: found (``bagread.find_bags``), 
 order with rosbags, every frame decoded and resized as it comes (``preprocess``), messages put back
 in header-stamp order within a short look-back (``bagread.StampOrder``), aligned to the control
 ticks (``align.Aligner``), and each episode written as soon as it ends, so memory does not grow
-with the bag. An episode never crosses a bag, so several bags convert at once in worker processes
-(one per core), each writing its own episodes; a single bag is read in this process. The dataset
-is built in a hidden folder beside ``out`` and renamed into place at the end
-(``files.atomic_folder``): a failure leaves no partial dataset behind.
+with the bag. Bags convert one after another in this process; the first sets the control rate
+the others are checked against. The dataset is built in a hidden folder beside ``out`` and
+renamed into place at the end (``files.atomic_folder``): a failure leaves no partial dataset
+behind.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
-import multiprocessing
 import os
 import shutil
-import signal
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -46,7 +41,6 @@ from lompo_core.files import atomic_folder, exclusive
 CLIP_EPS = 1e-6  # a command at exactly the limit is not "clipped" after float rounding
 RATE_PROBE = 30  # action messages read to infer the control rate (median period)
 RATE_MISMATCH = 0.1  # relative rate difference between bags that is refused
-MAX_WORKERS = 8
 PRIORITY = {"image": 0, "reward": 1, "success": 1, "action": 2}  # order of equal stamps
 
 
@@ -112,9 +106,10 @@ class BadFrame:
 
 @dataclass
 class BagResult:
-    """What converting one bag gives: its report and its episodes' records, files written."""
+    """What converting one bag gives: its report, its step rate and its episodes' records."""
 
     source: SourceReport
+    rate: float = 0.0
     records: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -126,17 +121,13 @@ def convert(
     overwrite: bool = False,
     append: bool = False,
     progress: bool = False,
-    workers: int | None = None,
 ) -> ConvertReport:
     """Convert bags (files, rosbag2 folders, or folders of them) into the dataset ``out``.
 
-    ``workers``: processes that convert bags side by side (None: one per core, at most one per
-    bag; 0: all in this process). One conversion at a time writes ``out``: another is refused
-    by name.
+    One conversion at a time writes ``out``: another is refused by name.
     """
     with exclusive(Path(out), "lompo convert"):
-        return _convert(bags, Path(out), config or ConvertConfig(), overwrite, append, progress,
-                        workers)  # fmt: skip
+        return _convert(bags, Path(out), config or ConvertConfig(), overwrite, append, progress)
 
 
 def _convert(
@@ -146,7 +137,6 @@ def _convert(
     overwrite: bool,
     append: bool,
     progress: bool,
-    workers: int | None,
 ) -> ConvertReport:
     import time
 
@@ -155,8 +145,6 @@ def _convert(
     start = time.perf_counter()
     if overwrite and append:
         raise LompoError("--overwrite and --append exclude each other")
-    if workers is not None and workers < 0:
-        raise LompoError(f"--workers must be 0 or more, got {workers}")
     existing = _check_out(bags, out, overwrite, append)
     paths = [p for p in br.find_bags([Path(b) for b in bags]) if not _inside(p, out)]
     for path in paths:
@@ -170,14 +158,8 @@ def _convert(
     fingerprints = {p: br.bag_fingerprint(p) for p in paths}
     skipped = 0
     if existing is not None:  # --append: bags already in the dataset are skipped
-        known = {br.source_identity(s) for s in existing.get("sources", [])}
-        legacy = any(kind == "sha256" for kind, _ in known)
-        todo = [
-            p
-            for p in paths
-            if ("fingerprint", fingerprints[p]) not in known
-            and not (legacy and ("sha256", br.bag_sha256(p)) in known)
-        ]
+        known = {_fingerprint(s, out) for s in existing.get("sources", [])}
+        todo = [p for p in paths if fingerprints[p] not in known]
         skipped, paths = len(paths) - len(todo), todo
 
     old_episodes = list((existing or {}).get("episodes", []))
@@ -186,18 +168,23 @@ def _convert(
     with atomic_folder(out) as tmp:
         for entry in old_episodes:
             _link_or_copy(out / entry["file"], tmp / entry["file"])
-        if rate is None and paths:  # the first bag sets the rate; the others are checked
-            rate = _probe_rate(paths[0], config)
         parent = out.resolve().parent
-        jobs = [
-            _Job(p, i, os.path.relpath(p.resolve(), parent), fingerprints[p], tmp)
-            for i, p in enumerate(paths)
-        ]
         sizes = [br.bag_size(p) for p in paths]
+        results: list[BagResult] = []
+        number = 1 + max((_file_number(e["file"]) for e in old_episodes), default=-1)
         with tqdm(total=sum(sizes), unit="B", unit_scale=True, desc="convert",
                   disable=not progress) as bar:  # fmt: skip
-            results = _run(jobs, sizes, config, rate, rate_source, labels, workers, bar)
-        records = _number(old_episodes, results, tmp)
+            for path, size in zip(paths, sizes, strict=True):
+                shown = bar.n
+                src = SourceReport(path=os.path.relpath(path.resolve(), parent),
+                                   format=br.bag_format(path), size_bytes=size,
+                                   fingerprint=fingerprints[path])  # fmt: skip
+                result = _convert_bag(path, src, tmp, number, config, rate, rate_source, labels,
+                                      bar.update)  # fmt: skip
+                results.append(result)
+                rate, number = result.rate, number + len(result.records)  # the first bag's rate
+                bar.update(size - (bar.n - shown))  # the bytes that are not frames
+        records = old_episodes + [r for result in results for r in result.records]
         if rate is None:  # --append with nothing new and no rate anywhere: keep the old value
             rate = (existing or {}).get("rate_hz", 0.0)
         sources = [r.source for r in results]
@@ -245,152 +232,21 @@ def _check_out(bags: list[Path], out: Path, overwrite: bool, append: bool) -> di
     return None
 
 
-# -- bags side by side --------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Job:
-    path: Path
-    index: int  # the bag's place in the conversion: its episodes' order
-    source: str  # the bag's path relative to the dataset's parent (meta.json)
-    fingerprint: str
-    tmp: Path  # the dataset being built
-
-
-def _run(
-    jobs: list[_Job],
-    sizes: list[int],
-    config: ConvertConfig,
-    rate: float | None,
-    rate_source: str,
-    labels: dict[str, bool] | None,
-    workers: int | None,
-    bar: Any,
-) -> list[BagResult]:
-    """Convert every bag, in worker processes when there are several; results in bag order."""
-    n = min(default_workers() if workers is None else workers, len(jobs))
-    if n <= 1 or "fork" not in multiprocessing.get_all_start_methods():
-        results = []
-        for job, size in zip(jobs, sizes, strict=True):
-            shown = bar.n
-            results.append(_convert_bag(job, config, rate, rate_source, labels, bar.update))
-            bar.update(size - (bar.n - shown))  # the bytes that are not frames
-        return results
-    with _start_pool(n) as pool:
-        futures = [pool.submit(_convert_bag, j, config, rate, rate_source, labels) for j in jobs]
-        results = []
-        for job, size, future in zip(jobs, sizes, futures, strict=True):
-            try:
-                results.append(future.result())
-            except BrokenProcessPool as exc:
-                raise BagError(
-                    f"{job.path}: the worker process converting it died ({exc}); out of "
-                    "memory? --workers 0 converts in this process"
-                ) from None
-            bar.update(size)
-        return results
-
-
-@contextlib.contextmanager
-def _start_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
-    """A pool of forked workers that end with this process and leave its signals to it."""
-    import cv2
-
-    others = set(multiprocessing.active_children())
-    pool = ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_start,
-        initargs=(os.getpid(),),
-    )  # fmt: skip
-    # OpenCV's thread pool does not survive a fork (a child that uses the pool it inherited
-    # waits forever): fork while it has one thread. A signal caught while forking would run this
-    # process's handler (lompo_core.cli raises KeyboardInterrupt) in the child: block them until
-    # the child has set its own.
-    try:
-        threads = cv2.getNumThreads()
-        cv2.setNumThreads(1)
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-        try:
-            pool.submit(int).result()  # the pool forks all its workers at the first task
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            cv2.setNumThreads(threads)
-        yield pool
-    except BaseException:
-        # An error, Ctrl-C or a signal (which another thread may take, even during the start):
-        # stop the workers now, not after their bags, and before the dataset folder goes.
-        workers_left = [p for p in multiprocessing.active_children() if p not in others]
-        for process in workers_left:
-            process.terminate()
-        for process in workers_left:
-            process.join()
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
-
-
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-
-
-def _worker_start(parent: int) -> None:
-    """End with the converting process, even on its SIGKILL (Linux): otherwise a killed
-    ``lompo convert`` leaves workers running that hold the caller's pipes."""
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        pr_set_pdeathsig = 1  # linux/prctl.h
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent ended before the request took effect
-        os._exit(1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    # Not the parent's handlers (lompo_core.cli raises KeyboardInterrupt): a worker just ends.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGHUP, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-
-
-def default_workers() -> int:
-    """One worker per core this process may use (none on a single core).
-
-    A container's CPU quota (docker --cpus, a Kubernetes limit) counts: more workers than the
-    quota allows only contend.
-    """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    quota = cpu_quota()
-    if quota is not None:
-        cores = min(cores, max(1, int(quota)))
-    return min(cores, MAX_WORKERS) if cores > 1 else 0
-
-
-def cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
-    """The CPUs a cgroup quota allows this process (v2 ``cpu.max``, or v1 ``cfs_quota_us``)."""
-    try:
-        quota, period = (root / "cpu.max").read_text().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
-        pass
-    try:
-        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
-        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
-        return quota_us / period_us if quota_us > 0 and period_us > 0 else None
-    except (OSError, ValueError):
-        return None
-
-
 # -- one bag: read, align, write ----------------------------------------------------------------
 def _convert_bag(
-    job: _Job,
+    path: Path,
+    src: SourceReport,
+    tmp: Path,
+    first: int,
     config: ConvertConfig,
     rate: float | None,
     rate_source: str,
     labels: dict[str, bool] | None,
     shown: Callable[[int], Any] | None = None,
 ) -> BagResult:
-    """Convert one bag into episode files in ``job.tmp`` (``.bagNNNNN-MMMMMM.npz``, numbered
-    by the caller); ``shown(bytes)`` follows the reading."""
-    path = job.path
-    src = SourceReport(path=job.source, format=br.bag_format(path), size_bytes=br.bag_size(path),
-                       fingerprint=job.fingerprint)  # fmt: skip
+    """Convert one bag into episode files in ``tmp``, numbered from ``first``; ``rate``: the
+    step rate the other bags set (None: this bag sets it); ``shown(bytes)`` follows the
+    reading."""
     result = BagResult(src)
     with br.Bag(path, config.distro) as bag:
         summary = bag.summary()
@@ -402,6 +258,7 @@ def _convert_bag(
         head = list(_until_probed(events))
         command_rate, bag_rate = _rates(head, path, config, rate)
         rate = bag_rate if rate is None else rate
+        result.rate = rate
         src.action_rate_hz = round(command_rate, 6)
         if rate_source != "given" and abs(bag_rate - rate) > RATE_MISMATCH * rate:
             raise BagError(
@@ -411,9 +268,9 @@ def _convert_bag(
 
         def emit(ep: AlignedEpisode) -> None:
             index = len(result.records)
-            name = f".bag{job.index:05d}-{index:06d}.npz"
+            name = f"episode_{first + index:06d}.npz"
             arrays = _arrays(ep, config, labels, path, index)
-            record = write_episode(job.tmp, name, arrays, config.compress, source=src.path,
+            record = write_episode(tmp, name, arrays, config.compress, source=src.path,
                                    source_episode=index, start_ns=int(ep.steps[0].stamp),
                                    end=ep.end)  # fmt: skip
             result.records.append(record)
@@ -586,16 +443,6 @@ def _median_rate(stamps: list[int]) -> float | None:
     return 1e9 / float(np.median(periods)) if len(periods) else None
 
 
-def _probe_rate(path: Path, config: ConvertConfig) -> float:
-    """The step rate of a bag, from its first events: what ``_convert_bag`` will infer."""
-    with br.Bag(path, config.distro) as bag:
-        summary = bag.summary()
-        kinds = _topics(summary, config)
-        src = SourceReport(path=str(path), format="", size_bytes=0, fingerprint="")
-        head = list(_until_probed(_events(bag, kinds, config, src)))
-    return _rates(head, path, config, None)[1]
-
-
 def _frame(item: np.ndarray | BadFrame, stamp: int) -> np.ndarray:
     """The aligner takes a frame: a frame that could not be decoded is an error only now."""
     if isinstance(item, BadFrame):
@@ -656,19 +503,6 @@ def _no_episode_reason(path: Path, config: ConvertConfig, st: Any) -> str:
 
 
 # -- the dataset's records ------------------------------------------------------------------------
-def _number(old: list[dict[str, Any]], results: list[BagResult], tmp: Path) -> list[dict[str, Any]]:
-    """Give the new episodes their files' final names, after the dataset's own, in bag order."""
-    records = list(old)
-    next_number = 1 + max((_file_number(e["file"]) for e in old), default=-1)
-    for result in results:
-        for record in result.records:
-            name = f"episode_{next_number:06d}.npz"
-            (tmp / record["file"]).rename(tmp / name)
-            records.append({**record, "file": name})
-            next_number += 1
-    return records
-
-
 def _meta(
     c: ConvertConfig,
     existing: dict[str, Any] | None,
@@ -811,6 +645,16 @@ def _load_labels(path: Path | None) -> dict[str, bool]:
             )
         labels[str(key)] = words[value]
     return labels
+
+
+def _fingerprint(source: dict[str, Any], out: Path) -> str:
+    """A meta.json source's fingerprint; a source without one is from lompo 0.1.0."""
+    if "fingerprint" not in source:
+        raise DatasetError(
+            f"{out / META_FILE}: its sources have no fingerprint (written by lompo 0.1.0): "
+            "convert the bags into a new dataset instead of --append"
+        )
+    return str(source["fingerprint"])
 
 
 def _file_number(name: str) -> int:

@@ -142,16 +142,15 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("workers", ["0", "2"])  # read in this process, or by workers
 @pytest.mark.parametrize("case", CASES, ids=list(CASES))
-def test_bad_bag_is_refused_by_name(make_bag, tmp_path: Path, capsys, case: str, workers) -> None:
+def test_bad_bag_is_refused_by_name(make_bag, tmp_path: Path, capsys, case: str) -> None:
     spec, damage, pattern = CASES[case]
     good, _ = make_bag("good")  # a good bag beside it: the whole conversion still fails
     bad, _ = make_bag("zz_bad", **spec)
     if damage is not None:
         damage(bad)
     out = tmp_path / "ds"
-    args = ["convert", str(good.parent), "--out", str(out), "--quiet", "--workers", workers]
+    args = ["convert", str(good.parent), "--out", str(out), "--quiet"]
     assert cli.main(args) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
@@ -190,8 +189,7 @@ def test_images_without_any_command_overlap_when_flags_are_wrong(make_bag, tmp_p
     assert "has type std_msgs/msg/Float32; supported: geometry_msgs" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_array_fields_beyond_the_commands_are_refused_by_name(make_bag, tmp_path, workers):
+def test_array_fields_beyond_the_commands_are_refused_by_name(make_bag, tmp_path):
     from lompo_core.data.convert import convert
     from lompo_core.data.convert_config import ActionSpec, ConvertConfig
     from lompo_core.errors import BagError
@@ -199,5 +197,5 @@ def test_array_fields_beyond_the_commands_are_refused_by_name(make_bag, tmp_path
     bag, _ = make_bag(action="Float64MultiArray")  # 3 values per command
     config = ConvertConfig(action=ActionSpec(fields=("data[0]", "data[5]"), max=1.0))
     with pytest.raises(BagError, match=f"{bag}: action topic .*: a command has 3 values, fewer"):
-        convert([bag], tmp_path / "ds", config, workers=workers)
+        convert([bag], tmp_path / "ds", config)
     assert not (tmp_path / "ds").exists()
