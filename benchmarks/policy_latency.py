@@ -27,7 +27,7 @@ import numpy as np
 def synthetic_dataset(root: Path, steps: int = 32) -> Path:
     """One episode of noise images: enough for the exporter's calibration, nothing more."""
     from lompo_core.data.dataset import write_dataset
-    from lompo_core.data.preprocess import Preprocessing
+    from lompo_core.image import Preprocessing
 
     rng = np.random.default_rng(0)
     ep = {
@@ -89,7 +89,7 @@ def percentiles(samples: list[float]) -> dict[str, float]:
 def bench(step, policy: Path, size: tuple[int, int], steps: int, warmup: int) -> dict:
     import torch
 
-    from lompo_core.data.preprocess import to_model_image
+    from lompo_core.image import to_model_image
     from lompo_core.messages import kit
     from lompo_core.runtime import Controller, ControllerConfig, PolicyRuntime, RuntimeResult
 

@@ -19,7 +19,7 @@ def evaluate_in_sim(
 ) -> dict[str, float]:
     """Run ``episodes`` seeded episodes; the camera image goes through the dataset's own
     preprocessing, as on the robot. Returns the success rate and mean episode length."""
-    from lompo_core.data.preprocess import Preprocessing, preprocess
+    from lompo_core.image import Preprocessing, preprocess
     from lompo_core.sim import DrawerCloseSim
 
     prep = Preprocessing.from_dict(preprocessing) if preprocessing else Preprocessing()

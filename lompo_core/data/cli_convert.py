@@ -7,8 +7,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from lompo_core.data.convert_config import ConvertConfig
-from lompo_core.data.preprocess import Preprocessing
 from lompo_core.errors import LompoError
+from lompo_core.image import Preprocessing
 
 HELP = (
     "Convert robot bags into a LOMPO episode dataset (64x64 RGB images, normalised actions, "

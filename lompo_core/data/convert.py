@@ -34,9 +34,9 @@ from lompo_core.data.dataset import (
     write_episode,
     write_meta,
 )
-from lompo_core.data.preprocess import Preprocessing, decode_image, jpeg_size, preprocess
 from lompo_core.errors import BagError, DatasetError, ImageError, LompoError
 from lompo_core.files import atomic_folder, exclusive
+from lompo_core.image import Preprocessing, decode_image, jpeg_size, preprocess
 
 CLIP_EPS = 1e-6  # a command at exactly the limit is not "clipped" after float rounding
 RATE_PROBE = 30  # action messages read to infer the control rate (median period)

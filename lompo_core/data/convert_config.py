@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from lompo_core import messages as m
-from lompo_core.data.preprocess import Preprocessing
 from lompo_core.errors import ImageError, LompoError
+from lompo_core.image import Preprocessing
 
 REWARD_KINDS = ("topic", "success", "labels", "none")
 COLLECT_MAX_SPEED = 0.8  # m/s per axis: lompo collect's normalised 1.0

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from lompo_core.data.dataset import EpisodeDataset
-from lompo_core.data.preprocess import Preprocessing
 from lompo_core.errors import DatasetError, PolicyError
 from lompo_core.files import atomic_folder
+from lompo_core.image import Preprocessing
 from lompo_core.runtime.sidecar import (
     FIRST_FRAME_EXEMPT,
     IMAGE_SIGNALS,

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from lompo_core.actions import ActionScaling
-from lompo_core.data.preprocess import (
+from lompo_core.errors import ImageError, PolicyError
+from lompo_core.image import (
     DEFAULT_LIMITS,
     ImageLimits,
     Preprocessing,
@@ -22,7 +23,6 @@ from lompo_core.data.preprocess import (
     decode_image,
     preprocess,
 )
-from lompo_core.errors import ImageError, PolicyError
 from lompo_core.runtime.result import NONFINITE, RuntimeResult
 from lompo_core.runtime.sidecar import (
     INPUT_NAMES,

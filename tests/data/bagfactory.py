@@ -63,6 +63,7 @@ class BagSpec:
     image_clock_s: float = 0.0  # the camera's header stamps run this far ahead of the log times
     reverse_images_at: int | None = None  # swap two image stamps (out-of-order test)
     zstd: str = ""  # rosbag2 compression: "" none, "storage" (zstd chunks), "message"
+    lz4: bool = False  # mcap chunks lz4-compressed (rosbags writes none: rewritten with mcap)
     commands: list[np.ndarray] = field(default_factory=list)  # filled by write_bag
 
 
@@ -196,7 +197,34 @@ def write_bag(path: Path, spec: BagSpec) -> BagSpec:
                     conns[topic] = w.add_connection(topic, mtype, typestore=ts)
             for t, _, topic, mtype, msg in events:
                 w.write(conns[topic], t, ts.serialize_cdr(msg, mtype))
+        if spec.lz4:
+            lz4_chunks(next(path.glob("*.mcap")))
     return spec
+
+
+def lz4_chunks(mcap_file: Path, chunk_size: int = 16 * 1024) -> None:
+    """Rewrite an mcap file with lz4-compressed chunks, as other mcap writers may record them:
+    the same schemas, channels (ids kept), messages and metadata records."""
+    import io
+
+    from mcap.reader import make_reader
+    from mcap.writer import CompressionType, Writer
+
+    reader = make_reader(io.BytesIO(mcap_file.read_bytes()))
+    header, summary = reader.get_header(), reader.get_summary()
+    out = io.BytesIO()
+    w = Writer(out, chunk_size=chunk_size, compression=CompressionType.LZ4)
+    w.start(profile=header.profile, library=header.library)
+    for sid, schema in sorted(summary.schemas.items()):
+        assert w.register_schema(schema.name, schema.encoding, schema.data) == sid
+    for cid, ch in sorted(summary.channels.items()):
+        assert w.register_channel(ch.topic, ch.message_encoding, ch.schema_id, ch.metadata) == cid
+    for _, channel, msg in reader.iter_messages(log_time_order=False):
+        w.add_message(channel.id, msg.log_time, msg.data, msg.publish_time, msg.sequence)
+    for record in reader.iter_metadata():
+        w.add_metadata(record.name, record.metadata)
+    w.finish()
+    mcap_file.write_bytes(out.getvalue())
 
 
 @pytest.fixture

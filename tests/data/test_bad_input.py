@@ -98,6 +98,11 @@ CASES = {
         garble_middle(".mcap"),
         "truncated or corrupt|cannot open|cannot read",
     ),
+    "garbage in an lz4 chunk": (
+        dict(storage="mcap", lz4=True, n=200),
+        garble_middle(".mcap"),
+        "truncated or corrupt|cannot open|cannot read",
+    ),
     "garbage in zstd messages": (
         dict(storage="mcap", zstd="message", n=200),
         garble_middle(".mcap"),

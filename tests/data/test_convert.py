@@ -22,8 +22,8 @@ from lompo_core import messages as m
 from lompo_core.data.convert import convert
 from lompo_core.data.convert_config import ActionSpec, ConvertConfig
 from lompo_core.data.dataset import EpisodeDataset, file_sha256
-from lompo_core.data.preprocess import Preprocessing
 from lompo_core.errors import BagError, DatasetError, LompoError
+from lompo_core.image import Preprocessing
 
 
 def episodes(out: Path) -> list[dict[str, np.ndarray]]:
@@ -104,6 +104,7 @@ CASES = [
     dict(storage="rosbag1", encoding="rgba8", pad=2, action="TwistStamped"),
     dict(storage="rosbag1", encoding="bgra8", action="Float64MultiArray", width=96, height=64),
     dict(storage="mcap", distro="jazzy", encoding="mono8", width=64, height=64),
+    dict(storage="mcap", distro="jazzy", encoding="rgb8", lz4=True),  # lz4 chunks
     dict(storage="sqlite3", distro="humble", encoding="mono16", width=130, height=70, pad=6),
 ]
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from lompo_core.data.dataset import write_dataset as write_episodes
-from lompo_core.data.preprocess import Preprocessing
+from lompo_core.image import Preprocessing
 
 ACTION = {"names": ["linear.x", "linear.y", "linear.z"], "unit": "m/s", "max": [0.1, 0.1, 0.1]}
 

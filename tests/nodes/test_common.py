@@ -40,7 +40,7 @@ def test_servo_twist_refuses_a_policy_that_is_not_a_linear_velocity(kit):
 
 
 def test_image_messages_round_trip_and_decode(ts, kit):
-    from lompo_core.data.preprocess import decode_image
+    from lompo_core.image import decode_image
 
     rgb = np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)
     msg = wire(ts, kit.image(rgb, NOW_NS, "cam"))

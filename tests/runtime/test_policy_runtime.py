@@ -110,7 +110,7 @@ def test_every_encoding_gives_the_same_model_image(runtime):
 
 def test_the_sidecar_preprocessing_is_applied(tmp_path, exported):
     """A policy trained on cropped frames crops the camera's frames the same way."""
-    from lompo_core.data.preprocess import Preprocessing, preprocess
+    from lompo_core.image import Preprocessing, preprocess
 
     folder = copy_policy(exported[1], tmp_path / "p")
     crop = Preprocessing(crop=(0.25, 0.0, 0.75, 0.5))
@@ -321,7 +321,7 @@ def test_runtime_imports_no_torch_nor_mujoco(exported):
     """What the robot computer imports and runs: the runtime, the shared preprocessing, the
     messages, one step and one decision."""
     code = (
-        "import sys, numpy as np, lompo_core.runtime, lompo_core.data.preprocess;"
+        "import sys, numpy as np, lompo_core.runtime, lompo_core.image;"
         "from lompo_core.runtime import PolicyRuntime, Controller, ControllerConfig;"
         f"rt = PolicyRuntime({str(exported[1])!r});"
         "r = rt.step(np.zeros((480, 640, 3), np.uint8)); assert r.ok, r.reason;"
@@ -504,7 +504,7 @@ def test_image_limits_follow_the_training_camera(tmp_path, exported):
     assert not r.ok and "512x385, over the limit 512x384" in r.reason
     r = rt.step(scene(48, 600))  # arrays too
     assert not r.ok and "image array is 600x48, over the limit" in r.reason
-    from lompo_core.data.preprocess import ImageLimits
+    from lompo_core.image import ImageLimits
 
     wide = PolicyRuntime(folder, image_limits=ImageLimits(max_width=700, max_height=700))
     assert wide.step(scene(48, 600)).ok

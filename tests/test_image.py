@@ -13,8 +13,8 @@ import pytest
 from bagfactory import BagSpec, image_message
 
 from lompo_core import messages as m
-from lompo_core.data.preprocess import Preprocessing, decode_image, preprocess, to_model_image
 from lompo_core.errors import ImageError
+from lompo_core.image import Preprocessing, decode_image, preprocess, to_model_image
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (30, 40, 3), dtype=np.uint8)
@@ -145,7 +145,7 @@ def test_crop_then_area_resize() -> None:
 
 
 def test_area_resize_is_inter_area_or_its_cheap_pyramid() -> None:
-    from lompo_core.data.preprocess import area_resize
+    from lompo_core.image import area_resize
 
     def inter_area(img: np.ndarray) -> np.ndarray:
         return cv2.resize(img, (64, 64), interpolation=cv2.INTER_AREA)
@@ -169,7 +169,7 @@ def test_area_resize_is_inter_area_or_its_cheap_pyramid() -> None:
 
 
 def test_jpeg_size_and_reduction() -> None:
-    from lompo_core.data.preprocess import jpeg_reduction, jpeg_size
+    from lompo_core.image import jpeg_reduction, jpeg_size
 
     for w, h in ((640, 480), (1280, 720), (33, 17)):
         ok, buf = cv2.imencode(".jpg", np.zeros((h, w, 3), np.uint8))
@@ -219,7 +219,7 @@ def test_preprocessing_round_trip_and_validation() -> None:
 
 def test_data_package_imports_no_torch() -> None:
     code = (
-        "import sys; import lompo_core.data.preprocess, lompo_core.data.convert, "
+        "import sys; import lompo_core.image, lompo_core.data.convert, "
         "lompo_core.data.inspect, lompo_core.data.cli_convert, lompo_core.data.cli_inspect; "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
@@ -287,7 +287,7 @@ def test_a_last_row_without_its_padding_is_refused() -> None:
 
 
 def test_limits_follow_the_camera_and_never_pass_the_hard_caps() -> None:
-    from lompo_core.data.preprocess import HARD_LIMITS, ImageLimits
+    from lompo_core.image import HARD_LIMITS, ImageLimits
 
     cam = ImageLimits.for_camera(128, 96)
     assert (cam.max_width, cam.max_height, cam.max_pixels) == (1024, 768, 1024 * 768)
