@@ -16,7 +16,6 @@ from typing import Any
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import TwistStamped
-from rclpy._rclpy_pybind11 import RCLError
 from rclpy.duration import Duration
 from rclpy.lifecycle import Node, State, TransitionCallbackReturn
 from rclpy.signals import SignalHandlerOptions
@@ -76,7 +75,8 @@ class PolicyNode(Node):
         """Answer an invalid transition request with success=False instead of dying.
 
         rclpy's change_state callback catches an unknown label but not a transition that the
-        current state does not offer: its RCLError would end the executor's spin.
+        current state does not offer: its RCLError (a RuntimeError; rclpy exports no name for it)
+        would end the executor's spin.
         """
         service = next(s for s in self.services if s.srv_name.endswith("/change_state"))
         handle = service.callback
@@ -84,7 +84,7 @@ class PolicyNode(Node):
         def change_state(request: Any, response: Any) -> Any:
             try:
                 return handle(request, response)
-            except RCLError as exc:
+            except RuntimeError as exc:
                 label = request.transition.label or request.transition.id
                 self.get_logger().warn(f"lifecycle transition {label!r} refused: {exc}")
                 response.success = False
