@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 from ablate import branch, saved_overrides
 
-from lompo_core.config import ALGOS
+from lompo_core.config import ALGOS, Config
+from lompo_core.errors import LompoError
 from lompo_core.files import atomic_write_bytes, exclusive
 
 HERE = Path(__file__).resolve().parent
@@ -64,9 +65,22 @@ def _dataset(work: Path, name: str, args: argparse.Namespace, times: dict[str, f
     return data
 
 
+def _finished(run: Path) -> bool:
+    """Whether the run's metrics reach its last agent update (a resumed finished run does
+    nothing, and must not replace the training's recorded time with its few seconds)."""
+    try:
+        steps = Config.load(run / "config.yaml").agent.steps
+        last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    except (OSError, ValueError, IndexError, LompoError):
+        return False
+    return int(last.get("agent_step", -1)) >= steps
+
+
 def _train(
     run: Path, data: Path, preset: str, keys: list[str], times: dict[str, float], what: str
 ) -> None:
+    if _finished(run):
+        return
     if (run / "config.yaml").is_file() and (run / "checkpoints" / "last.pt").is_file():
         keys = saved_overrides(run)
     train = [*LOMPO, "train", "--dataset", str(data), "--run", str(run), "--preset", preset]
