@@ -395,23 +395,26 @@ def test_a_sidecar_without_a_manifest_loads_with_a_warning(tmp_path, exported):
     PolicyRuntime(folder, expected_sha256=rt.manifest_sha256)  # pinning still works
 
 
-def test_the_shipped_policy_carries_its_manifest_and_runs_without_the_gate():
-    """Exported before the image signals: it loads, says the gate is off, and still acts."""
+def test_the_shipped_policy_carries_its_manifest_and_its_image_signals():
+    """It loads without a doubt, and its gate holds a black camera on the first black frame."""
     root = Path(__file__).resolve().parents[2] / "models" / "drawer_close"
     rt = PolicyRuntime(root)
     assert rt.manifest_sha256 == rt.sidecar["manifest_sha256"]
+    assert rt.sidecar["training"]["selection"] == "sim"  # its checkpoint was chosen in the sim
     assert rt.image_limits.max_width == 1024  # 8 x its 128 px training camera
-    assert rt.signal_thresholds == {}
-    assert len(rt.warnings) == 1 and "out-of-distribution gate is off" in rt.warnings[0]
+    assert set(rt.signal_thresholds) == {
+        "surprise", "reconstruction_error", "reconstruction_patch_error",
+    }  # fmt: skip
+    assert not rt.warnings
     c = Controller(
         ControllerConfig(ood_patience=1), rt.action_scaling, rt.uncertainty_threshold,
         rt.signal_thresholds,
     )  # fmt: skip
-    assert not c.ood_gate
+    assert c.ood_gate
     black = rt.step(np.zeros((128, 128, 3), np.uint8))
-    assert black.ok and black.surprise is None and black.reconstruction_error is None
-    assert black.reconstruction_patch_error is None
-    assert not c.on_result(black, 0.0).reason.startswith("hold")
+    assert black.ok and black.reconstruction_error > rt.signal_thresholds["reconstruction_error"]
+    decision = c.on_result(black, 0.0)
+    assert decision.reason.startswith("hold: out of distribution") and not decision.action.any()
 
 
 def test_a_new_export_reports_its_image_signals(runtime):

@@ -101,9 +101,8 @@ def test_ood_summary_counts_frames_from_the_onset_to_the_first_hold():
 
 
 def test_eval_with_a_shift_runs_the_policy_on_the_shifted_camera():
-    """The shipped policy (exported before the image signals: no signal gate) under a black
-    camera: the frozen-image rule still holds it, on the fourth black frame (the first differs
-    from the last real one, three repeats follow)."""
+    """The shipped policy under a black camera: its out-of-distribution gate holds it from the
+    second black frame (ood_patience 2), before the frozen-image rule would (the fourth)."""
     from pathlib import Path
 
     from lompo_core.sim.evaluate import evaluate
@@ -111,7 +110,8 @@ def test_eval_with_a_shift_runs_the_policy_on_the_shifted_camera():
     shipped = Path(__file__).resolve().parents[2] / "models" / "drawer_close"
     report = evaluate(shipped, 1, 1000, progress=False, shift="black", shift_onset=5)
     ood = report.ood
-    assert not ood["gate"] and ood["shift"] == "black" and ood["frames_to_hold"] == [4]
+    assert ood["gate"] and ood["shift"] == "black" and ood["frames_to_hold"] == [2]
     assert [f["shifted"] for f in ood["frames"][:7]] == [False] * 5 + [True] * 2
-    assert all(f["surprise"] is None for f in ood["frames"])
+    assert [f["ood_hold"] for f in ood["frames"][:7]] == [False] * 6 + [True]
+    assert all(f["surprise"] is not None for f in ood["frames"])
     assert not report.success_rate  # blind from step 5 on, it does not close the drawer
