@@ -33,8 +33,9 @@ def lock_path(output: Path) -> Path:
 
 
 @contextlib.contextmanager
-def exclusive(output: Path, what: str) -> Iterator[None]:
-    """Hold the lock on ``output`` (``what``: the command, for the error) or raise LompoError."""
+def exclusive(output: Path, what: str, wait: bool = False) -> Iterator[None]:
+    """Hold the lock on ``output`` (``what``: the command, for the error) or raise LompoError;
+    ``wait``: block until the holder releases it instead (for short writes)."""
     import fcntl
 
     path = lock_path(output)
@@ -42,7 +43,7 @@ def exclusive(output: Path, what: str) -> Iterator[None]:
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(fd)

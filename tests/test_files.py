@@ -120,3 +120,23 @@ def test_every_settings_file_is_read_by_one_loader_that_names_it(tmp_path, capsy
     assert cli.main(["export", str(run), "--out", str(tmp_path / "policy")]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{run / 'config.yaml'}: not valid YAML" in err
+
+
+def test_a_waiting_lock_takes_over_when_the_holder_ends(tmp_path) -> None:
+    out = tmp_path / "results.json"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import time; from lompo_core.files import exclusive\n"
+         f"with exclusive({str(out)!r}, 'x'):\n"
+         "    print('held', flush=True); time.sleep(1.0)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with exclusive(out, "x", wait=True):  # blocks until the holder's block ends
+            assert holder.poll() is not None or holder.wait(5) == 0
+            assert lock_path(out).read_text() == str(os.getpid())
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not lock_path(out).exists()
