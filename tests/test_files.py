@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -24,15 +25,20 @@ def test_a_second_writer_is_refused_and_the_lock_file_goes(tmp_path) -> None:
         pass
 
 
-def test_a_lock_held_by_another_process_refuses_and_a_killed_holder_frees_it(tmp_path) -> None:
-    out = tmp_path / "ds"
-    holder = subprocess.Popen(
+def _hold(out: Path, seconds: float) -> subprocess.Popen:
+    """Another process that holds the lock on ``out`` for ``seconds`` (it prints 'held')."""
+    return subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from lompo_core.files import exclusive\n"
+         "import time; from lompo_core.files import exclusive\n"
          f"with exclusive({str(out)!r}, 'lompo convert'):\n"
-         "    print('held', flush=True); time.sleep(60)"],
+         f"    print('held', flush=True); time.sleep({seconds})"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
+
+
+def test_a_lock_held_by_another_process_refuses_and_a_killed_holder_frees_it(tmp_path) -> None:
+    out = tmp_path / "ds"
+    holder = _hold(out, 60.0)
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(LompoError, match=f"pid {holder.pid}"), exclusive(out, "x"):
@@ -124,13 +130,7 @@ def test_every_settings_file_is_read_by_one_loader_that_names_it(tmp_path, capsy
 
 def test_a_waiting_lock_takes_over_when_the_holder_ends(tmp_path) -> None:
     out = tmp_path / "results.json"
-    holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import time; from lompo_core.files import exclusive\n"
-         f"with exclusive({str(out)!r}, 'x'):\n"
-         "    print('held', flush=True); time.sleep(1.0)"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    holder = _hold(out, 1.0)
     try:
         assert holder.stdout.readline().strip() == "held"
         with exclusive(out, "x", wait=True):  # blocks until the holder's block ends
