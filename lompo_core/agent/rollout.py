@@ -107,11 +107,11 @@ def model_rollouts(
     alive = torch.ones(len(starts), dtype=torch.bool, device=starts.device)
     feat = starts
     total, u_sum, r_sum = 0, 0.0, 0.0
+    clip = reward_clip or success_ends
     for _ in range(horizon):
         action, _ = actor(feat)
         state, u = latent_step(wm, state, action, penalty)
         next_feat = state.feat()
-        clip = reward_clip or success_ends
         reward, reward_hat = penalised_reward(wm, next_feat, u, lmbda, u_offset, clip)
         terminal = wm.cont_prob(next_feat) < 0.5
         weight = terminal.float()

@@ -52,10 +52,10 @@ def heldout_signals(
     ret = torch.zeros(n, device=device)
     u_sum, steps, disc = 0.0, 0.0, 1.0
     f = feat
+    clip = cfg.reward_clip or cfg.success_ends
     for _ in range(cfg.select_horizon):
         state, u = latent_step(wm, state, actor.mode(f), cfg.penalty, generator=g)
         f = state.feat()
-        clip = cfg.reward_clip or cfg.success_ends
         reward, reward_hat = penalised_reward(wm, f, u, cfg.lmbda, u_offset, clip)
         ret += disc * alive * reward
         u_sum += float((alive * u).sum())

@@ -242,7 +242,7 @@ def _convert_bag(
     rate: float | None,
     rate_source: str,
     labels: dict[str, bool] | None,
-    shown: Callable[[int], Any] | None = None,
+    shown: Callable[[int], Any],
 ) -> BagResult:
     """Convert one bag into episode files in ``tmp``, numbered from ``first``; ``rate``: the
     step rate the other bags set (None: this bag sets it); ``shown(bytes)`` follows the
@@ -287,7 +287,7 @@ def _convert_bag(
             order.push(topic, stamp, t, PRIORITY[kind], value)
             for item in order.pop_ready(t):
                 _dispatch(aligner, item, kinds)
-            if shown is not None and kind == "image":
+            if kind == "image":
                 shown(per_frame)
         for item in order.pop_all():
             _dispatch(aligner, item, kinds)
