@@ -22,7 +22,7 @@ import yaml
 from lompo_core.errors import LompoError
 
 PRESETS_FILE = Path(__file__).with_name("presets.yaml")
-SELECT_METRICS = ("model_return", "model_value", "q", "bc_mse")
+SELECT_METRICS = ("model_return", "model_value", "model_success", "q", "bc_mse")
 LOWER_IS_BETTER = ("bc_mse",)  # held-out signals where the smaller value is the better policy
 LEARNERS = ("sac", "bc")
 
@@ -139,11 +139,15 @@ class AgentConfig:
     # best held-out signal `select_metric`, kept as checkpoints/offline.pt). Signals come from the
     # held-out episodes (data.holdout) alone, at every agent checkpoint.
     select: str = "last"
-    # model_return | model_value | q (higher is better) | bc_mse (lower: the held-out error
-    # against the logged actions, behaviour cloning's early stop)
+    # model_return | model_value | model_success | q (higher is better) | bc_mse (lower: the
+    # held-out error against the logged actions, behaviour cloning's early stop)
     select_metric: str = "model_return"
     select_horizon: int = 15  # imagined steps from each held-out start state
     select_starts: int = 1024  # held-out start states (evenly spaced over the held-out steps)
+    # model_success imagines whole episodes from the held-out episodes' first states: this many
+    # steps (0: as many as the longest held-out episode has), this many head draws per start.
+    select_success_horizon: int = 0
+    select_success_samples: int = 16
 
 
 @dataclass
@@ -372,6 +376,10 @@ def validate(cfg: Config) -> None:
         (
             cfg.agent.select_horizon >= 1 and cfg.agent.select_starts >= 1,
             "agent.select_horizon and agent.select_starts must be at least 1",
+        ),
+        (
+            cfg.agent.select_success_horizon >= 0 and cfg.agent.select_success_samples >= 1,
+            "agent.select_success_horizon must be >= 0 and agent.select_success_samples >= 1",
         ),
         (cfg.agent.horizon >= 1, "agent.horizon must be at least 1"),
         (0.0 <= cfg.data.holdout < 1.0, "data.holdout must be in [0, 1)"),

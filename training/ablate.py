@@ -7,8 +7,9 @@ last model-phase checkpoint). NAME's run folder, beside it, starts from that che
 base config plus the overrides, so variants share the model and differ only in the policy phase
 (the model phase is ~90% of a cpu run). Then each agent checkpoint is exported and run in the sim
 (`lompo export --checkpoint FILE` + `lompo eval`), and one table line per checkpoint is printed
-and written to NAME/ablation.jsonl: success beside the held-out signals the run logged. The sim
-reports here; it chooses nothing inside the run. Use development seeds (2000-2019) to compare
+and written to NAME/ablation.jsonl: success beside the held-out signals, recomputed from the
+checkpoint by this code (so an older run gets the signals added since). The sim reports here; it
+chooses nothing inside the run. Use development seeds (2000-2019) to compare
 designs, fresh ones (5000 and up) to report.
 """
 
@@ -26,7 +27,9 @@ import torch
 
 from lompo_core.agent import checkpoint
 from lompo_core.agent.sac import SAC
+from lompo_core.agent.select import checkpoint_signals
 from lompo_core.config import Config, _flatten, apply_overrides, validate
+from lompo_core.data.dataset import EpisodeDataset
 from lompo_core.files import read_yaml
 
 LOMPO = [sys.executable, "-m", "lompo_core.cli"]
@@ -91,18 +94,14 @@ def main() -> int:
     train = [*LOMPO, "train", "--dataset", str(args.dataset), "--run", str(run), "--preset", "cpu"]
     subprocess.run([*train, *saved_overrides(run), "log.progress=false"], check=True)
     model_steps = model_steps or int(saved["world"]["steps"])
-    signals = {}
-    for ln in (run / "metrics.jsonl").read_text().splitlines():
-        d = json.loads(ln)
-        if "offline/q" in d:
-            signals[d["agent_step"]] = {k: v for k, v in d.items() if k.startswith("offline/")}
+    dataset = EpisodeDataset(args.dataset)
     rows = []
     for ckpt in sorted((run / checkpoint.CHECKPOINTS).glob("ckpt-*.pt")):
         agent_step = int(ckpt.stem.split("-")[1]) - model_steps
         if agent_step <= max(args.min_step - 1, 0):
             continue
         out = run / "ablation" / f"{agent_step:06d}"
-        policy, ev = out / "policy", out / "eval"
+        policy, ev = out / "policy", out / f"eval-s{args.seed}-n{args.episodes}"
         if not (ev / "eval.json").is_file():
             subprocess.run(
                 [*LOMPO, "export", str(run), "--out", str(policy), "--checkpoint", str(ckpt),
@@ -112,7 +111,7 @@ def main() -> int:
                  str(args.seed), "--out", str(ev), "--quiet"], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
         res = json.loads((ev / "eval.json").read_text())
         row = {"agent_step": agent_step, "success": res["success_rate"]}
-        row |= {"episodes": res["episodes"], "seed": args.seed} | signals.get(agent_step, {})
+        row |= {"episodes": res["episodes"], "seed": args.seed} | checkpoint_signals(ckpt, dataset)
         rows.append(row)
         print(json.dumps(row), flush=True)
     (run / "ablation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -273,7 +273,9 @@ def main() -> int:
                     _evaluate(run, args, times, what)
                     record = _record(run, method, name, seed, times)
                     print(json.dumps(record), flush=True)
-                    with exclusive(args.results / "baselines.json", "training/baselines.py", wait=True):
+                    with exclusive(
+                        args.results / "baselines.json", "training/baselines.py", wait=True
+                    ):
                         save(collect_records(args.work), args.results, page, args.work)
     records = collect_records(args.work)
     if args.report_only:

@@ -98,7 +98,7 @@ class LatentBuffer:
     with ``success``: 1 where it comes from a dataset episode that succeeded (else 0, also for
     model rollouts), which a behaviour term restricted to successes reads."""
 
-    FIELDS = ("feat", "action", "reward", "next_feat", "terminal", "success")
+    FIELDS = ("feat", "action", "reward", "next_feat", "terminal", "success", "first")
 
     def __init__(self, capacity: int, feat_dim: int, action_dim: int, device: torch.device) -> None:
         self.capacity = int(capacity)
@@ -109,6 +109,7 @@ class LatentBuffer:
             "next_feat": (feat_dim,),
             "terminal": (),
             "success": (),
+            "first": (),  # 1 where feat is an episode's first state (dataset transitions only)
         }
         self.data = {k: torch.zeros(self.capacity, *s, device=device) for k, s in shapes.items()}
         self.ptr = 0
@@ -126,7 +127,7 @@ class LatentBuffer:
         for k in self.FIELDS:
             if k in items:
                 self.data[k][idx] = items[k].to(self.data[k].dtype)
-            else:  # an optional field (success): 0
+            else:  # an optional field (success, first): 0
                 self.data[k][idx] = 0
         self.ptr = (self.ptr + n) % self.capacity
         self.size = min(self.size + n, self.capacity)

@@ -21,7 +21,8 @@ def encode_dataset(
     device: torch.device,
 ) -> int:
     """Filter every episode with the posterior and store its transitions
-    (feat_t, a_{t+1}, r_{t+1}, feat_{t+1}, terminal_{t+1}); return how many.
+    (feat_t, a_{t+1}, r_{t+1}, feat_{t+1}, terminal_{t+1}, and whether t is the episode's first
+    step); return how many.
 
     Posterior means, not samples as in the reference: the exported policy filters with means,
     and an actor trained on sampled features (the sample noise is ~60% of the stochastic
@@ -41,6 +42,7 @@ def encode_dataset(
             next_feat=feat[1:],
             terminal=torch.as_tensor(ep["is_terminal"][1:], device=device).float(),
             success=torch.full((len(feat) - 1,), float(dataset.episodes[i].success), device=device),
+            first=(torch.arange(len(feat) - 1, device=device) == 0).float(),
         )
         n += len(feat) - 1
     return n

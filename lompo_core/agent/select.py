@@ -8,12 +8,19 @@ resumed run logs the same values.
 
 from __future__ import annotations
 
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
 import torch
 
+from lompo_core.agent import checkpoint
 from lompo_core.agent.replay import LatentBuffer
-from lompo_core.agent.rollout import latent_step, penalised_reward
-from lompo_core.agent.sac import SAC
-from lompo_core.config import AgentConfig
+from lompo_core.agent.rollout import data_uncertainty, encode_dataset, latent_step, penalised_reward
+from lompo_core.agent.sac import SAC, Actor
+from lompo_core.config import AgentConfig, Config
+from lompo_core.data.dataset import EpisodeDataset
+from lompo_core.errors import LompoError
 from lompo_core.model.rssm import State
 from lompo_core.model.world_model import WorldModel
 
@@ -36,7 +43,9 @@ def heldout_signals(
     - ``offline/q``: min Q(s, pi(s)) at the held-out states themselves;
     - ``offline/bc_mse``: ||pi(s) - a||^2 against the held-out episodes' logged actions;
     - ``offline/uncertainty``: mean u along the imagined steps;
-    - ``offline/terminal``: the fraction of imagined rollouts that reach a predicted terminal.
+    - ``offline/terminal``: the fraction of imagined rollouts that reach a predicted terminal;
+    - ``offline/model_success``: the probability that a whole imagined episode from a held-out
+      episode's first state ends in a predicted success (``imagined_success``).
     """
     device = heldout.data["feat"].device
     n = min(cfg.select_starts, len(heldout))
@@ -65,6 +74,11 @@ def heldout_signals(
             alive = alive * (1.0 - reward_hat)
         disc *= cfg.discount
     value = ret + disc * alive * _min_q(sac, f, actor.mode(f))
+    size = len(heldout)
+    first = heldout.data["first"][:size] > 0
+    horizon = cfg.select_success_horizon or _longest_episode(first)
+    starts = heldout.data["feat"][:size][first]
+    success = imagined_success(wm, actor, starts, horizon, cfg.select_success_samples, cfg.penalty)
     return {
         "offline/model_return": float(ret.mean()),
         "offline/model_value": float(value.mean()),
@@ -72,4 +86,76 @@ def heldout_signals(
         "offline/bc_mse": float((action - data_action).square().sum(-1).mean()),
         "offline/uncertainty": u_sum / max(steps, 1.0),
         "offline/terminal": float(1.0 - alive.mean()),
+        "offline/model_success": success,
     }
+
+
+def _longest_episode(first: torch.Tensor) -> int:
+    """The most transitions of one episode in a buffer that holds whole episodes in order."""
+    starts = torch.nonzero(first).flatten().tolist() + [len(first)]
+    return max((b - a for a, b in pairwise(starts)), default=1)
+
+
+@torch.no_grad()
+def imagined_success(
+    wm: WorldModel, actor: Actor, starts: torch.Tensor, horizon: int, samples: int, penalty: str
+) -> float:
+    """The probability that an imagined episode ends in success within ``horizon`` steps: from
+    each start state, ``samples`` rollouts (the actor's mode, a random prior head per step from a
+    fixed seed) accumulate the continuation head's terminal probability, the dataset's success.
+
+    A success takes 30-80 steps in the drawer data, longer than ``model_return``'s horizon sees:
+    this asks the model whether the policy finishes the task, not whether it starts well."""
+    if len(starts) == 0:
+        return 0.0
+    g = torch.Generator(device=starts.device).manual_seed(1)
+    f = starts.repeat_interleave(samples, 0)
+    s_dim = wm.cfg.stoch
+    state = State(f[:, :s_dim], f[:, s_dim:])
+    alive = torch.ones(len(f), device=f.device)
+    success = torch.zeros(len(f), device=f.device)
+    for _ in range(horizon):
+        state, _ = latent_step(wm, state, actor.mode(f), penalty, generator=g)
+        f = state.feat()
+        p_end = 1.0 - wm.cont_prob(f)
+        success += alive * p_end
+        alive = alive * (1.0 - p_end)
+    return float(success.mean())
+
+
+def holdout_split(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """The held-out and the training episode indices of a run: a ``fraction`` of the ``n``
+    episodes (at least one, and one left to train, where ``fraction`` > 0), drawn by ``seed``."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_hold = int(round(fraction * n))
+    if fraction > 0 and n >= 2:
+        n_hold = min(max(n_hold, 1), n - 1)
+    return sorted(int(i) for i in perm[:n_hold]), sorted(int(i) for i in perm[n_hold:])
+
+
+def checkpoint_signals(path: Path, dataset: EpisodeDataset) -> dict[str, float]:
+    """The held-out signals of a saved agent checkpoint, recomputed by this code on the CPU: a
+    run's history scored with a signal it did not log (``training/ablate.py``)."""
+    device = torch.device("cpu")
+    state = checkpoint.load(path, device)
+    cfg = Config.from_dict(state["config"])
+    if state.get("phase") not in ("agent", "done") or state.get("local", {}).get("real") is None:
+        raise LompoError(f"{path}: not an agent-phase training checkpoint")
+    wm = WorldModel(cfg.model, dataset.action_dim)
+    wm.load_state_dict(state["world_model"])
+    wm.eval()
+    sac = SAC(cfg.agent, wm.feat_dim, dataset.action_dim)
+    sac.load_state_dict(state["sac"])
+    real = state["local"]["real"]
+    buffer = LatentBuffer(len(real["feat"]), wm.feat_dim, dataset.action_dim, device)
+    buffer.load_state_dict(real)
+    u_offset = 0.0
+    if cfg.agent.penalty_offset == "data_median":  # as the trainer derives it
+        u_offset = float(data_uncertainty(wm, buffer, cfg.agent.penalty).median())
+    holdout, _ = holdout_split(len(dataset), cfg.data.holdout, cfg.seed)
+    if not holdout:
+        raise LompoError(f"{path}: its run holds no episode out (data.holdout=0)")
+    n = int(sum(max(int(dataset.lengths[i]) - 1, 0) for i in holdout))
+    heldout = LatentBuffer(max(n, 1), wm.feat_dim, dataset.action_dim, device)
+    encode_dataset(wm, dataset, holdout, heldout, cfg.agent.encode_chunk, device)
+    return heldout_signals(wm, sac, heldout, cfg.agent, u_offset)

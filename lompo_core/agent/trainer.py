@@ -22,7 +22,7 @@ from lompo_core.agent.figures import prediction_rows, save_figure
 from lompo_core.agent.replay import LatentBuffer, SequenceSampler, cat_batches, to_torch
 from lompo_core.agent.rollout import data_uncertainty, encode_dataset, model_rollouts
 from lompo_core.agent.sac import SAC
-from lompo_core.agent.select import heldout_signals
+from lompo_core.agent.select import heldout_signals, holdout_split
 from lompo_core.config import LOWER_IS_BETTER, Config, differences, resolve
 from lompo_core.data.dataset import (
     EpisodeDataset,
@@ -108,13 +108,7 @@ class Trainer:
         self.dataset_info = dataset_record(self.dataset)
         self._prepare_run_dir()
 
-        n = len(self.dataset)
-        perm = np.random.default_rng(cfg.seed).permutation(n)
-        n_hold = int(round(cfg.data.holdout * n))
-        if cfg.data.holdout > 0 and n >= 2:
-            n_hold = min(max(n_hold, 1), n - 1)
-        self.holdout = sorted(int(i) for i in perm[:n_hold])
-        train = sorted(int(i) for i in perm[n_hold:])
+        self.holdout, train = holdout_split(len(self.dataset), cfg.data.holdout, cfg.seed)
         r, w = self.dist.rank, self.dist.world
         self.train_idx = train[r::w]
         # The policy trains on the training episodes too: the held-out ones feed the offline

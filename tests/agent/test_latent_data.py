@@ -3,12 +3,13 @@ bound, the behaviour term and the held-out selection signals."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from lompo_core.agent.replay import LatentBuffer, SequenceSampler
-from lompo_core.agent.rollout import data_uncertainty, latent_step, model_rollouts
+from lompo_core.agent.rollout import data_uncertainty, encode_dataset, latent_step, model_rollouts
 from lompo_core.agent.sac import SAC, Actor
-from lompo_core.agent.select import heldout_signals
+from lompo_core.agent.select import heldout_signals, imagined_success
 from lompo_core.config import AgentConfig, ModelConfig
 from lompo_core.data.dataset import EpisodeDataset
 from lompo_core.model.rssm import State
@@ -186,6 +187,42 @@ def test_heldout_signals_are_the_imagined_penalised_return_and_the_critics_value
         sac.actor.net[-1].bias[:3] = 0.5
         buf.data["action"][:] = torch.tanh(torch.tensor(0.5))
     assert heldout_signals(wm, sac, buf, cfg, 0.1)["offline/bc_mse"] < 1e-10
+
+
+def test_imagined_success_accumulates_the_terminal_probability_from_episode_starts():
+    wm, actor = _model()
+    with torch.no_grad():  # a continuation head that predicts success with p = 0.1 every step
+        wm.cont[-1].weight.zero_()
+        wm.cont[-1].bias.fill_(float(torch.logit(torch.tensor(0.9))))
+    starts = torch.randn(3, 20)
+    got = imagined_success(wm, actor, starts, horizon=10, samples=4, penalty="log_prob")
+    assert got == pytest.approx(1 - 0.9**10, rel=1e-5)
+    # In heldout_signals: from the episodes' first states, as long as the longest episode.
+    cfg = AgentConfig(hidden=16, actor_layers=2, critic_layers=2)
+    sac = SAC(cfg, 20, 3)
+    buf = LatentBuffer(12, 20, 3, torch.device("cpu"))
+    lengths = (3, 7, 2)
+    for n in lengths:
+        buf.add(
+            feat=torch.randn(n, 20), action=torch.zeros(n, 3), reward=torch.zeros(n),
+            next_feat=torch.randn(n, 20), terminal=torch.zeros(n),
+            first=(torch.arange(n) == 0).float(),
+        )  # fmt: skip
+    m = heldout_signals(wm, sac, buf, cfg, 0.0)
+    assert m["offline/model_success"] == pytest.approx(1 - 0.9 ** max(lengths), rel=1e-5)
+    with torch.no_grad():  # a head that predicts success on the first imagined step
+        wm.cont[-1].weight.zero_()
+        wm.cont[-1].bias.fill_(-30.0)
+    assert heldout_signals(wm, sac, buf, cfg, 0.0)["offline/model_success"] == pytest.approx(1.0)
+
+
+def test_encoded_episodes_mark_their_first_state(tiny_dataset):
+    wm, _ = _model()
+    ds = EpisodeDataset(tiny_dataset)
+    buf = LatentBuffer(10_000, 20, ds.action_dim, torch.device("cpu"))
+    n = encode_dataset(wm, ds, [0, 1], buf, 64, torch.device("cpu"))
+    first = torch.nonzero(buf.data["first"][:n]).flatten().tolist()
+    assert first == [0, int(ds.lengths[0]) - 1]
 
 
 def test_actor_ema_is_the_acting_policy_and_the_polyak_average_of_the_learner():

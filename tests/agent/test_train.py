@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from lompo_core.agent.select import checkpoint_signals
 from lompo_core.agent.trainer import Trainer, train
 from lompo_core.cli import main as cli_main
 from lompo_core.config import resolve
@@ -227,6 +228,15 @@ def test_offline_signal_per_checkpoint_chooses_what_export_takes(tiny_dataset, t
     # A resumed (here: finished) run restores the offline choice's score from offline.pt.
     resumed = _finish(tiny_dataset, run, ["agent.select=offline", "agent.bc_weight=1"])
     assert resumed.best_offline == signal[best]
+    # The signals recomputed from a saved checkpoint (training/ablate.py) are the logged ones.
+    logged = next(ln for ln in lines if ln["agent_step"] == 30 and "offline/q" in ln)
+    ckpt = run / "checkpoints" / f"ckpt-{t.cfg.world.steps + 30:08d}.pt"  # the final one
+    again = checkpoint_signals(ckpt, ds)
+    assert set(again) == {k for k in logged if k.startswith("offline/")}
+    for k, v in again.items():
+        assert v == pytest.approx(logged[k], rel=1e-5, abs=1e-6), k
+    with pytest.raises(LompoError, match="not an agent-phase training checkpoint"):
+        checkpoint_signals(run / "checkpoints" / "offline.pt", ds)  # the policy alone
 
 
 def test_a_run_with_actor_ema_exports_the_average(tiny_dataset, tmp_path):

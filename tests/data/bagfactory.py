@@ -74,7 +74,11 @@ def _ros1_header(ts, stamp: int, frame: str):
 
 
 def image_message(ts, spec: BagSpec, rgb: np.ndarray, stamp: int, ros1: bool):
-    hdr = _ros1_header(ts, stamp, "cam") if ros1 else m.MessageKit.from_typestore(ts).header(stamp, "cam")
+    hdr = (
+        _ros1_header(ts, stamp, "cam")
+        if ros1
+        else m.MessageKit.from_typestore(ts).header(stamp, "cam")
+    )
     enc = spec.encoding
     if enc in ("jpeg", "png"):
         ok, buf = cv2.imencode("." + ("jpg" if enc == "jpeg" else "png"), rgb[..., ::-1])
@@ -109,7 +113,11 @@ def action_message(ts, spec: BagSpec, value: np.ndarray, stamp: int, ros1: bool)
         linear=V(x=value[0], y=value[1], z=value[2]), angular=V(x=0.0, y=0.0, z=0.0)
     )
     if spec.action == "TwistStamped":
-        hdr = _ros1_header(ts, stamp, "base") if ros1 else m.MessageKit.from_typestore(ts).header(stamp, "base")
+        hdr = (
+            _ros1_header(ts, stamp, "base")
+            if ros1
+            else m.MessageKit.from_typestore(ts).header(stamp, "base")
+        )
         return ts.types["geometry_msgs/msg/TwistStamped"](header=hdr, twist=twist)
     if spec.action == "Twist":
         return twist

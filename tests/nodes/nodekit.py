@@ -18,6 +18,8 @@ NOW_NS = 1_767_225_600_123_456_789
 def wire(ts, msg):
     """A CDR round trip: what DDS does to a message between two nodes."""
     return ts.deserialize_cdr(ts.serialize_cdr(msg, msg.__msgtype__), msg.__msgtype__)
+
+
 @pytest.fixture(params=m.DISTROS)
 def ts(request):
     return m.typestore(request.param)
