@@ -3,8 +3,10 @@ held-out signals, and each signal's Spearman rank correlation with success.
 
     python training/ablation_report.py RUN [RUN ...] [--plot docs/figures/ablation.png]
 
-Prints markdown (one table per run, then the correlations). The plot draws success (solid) and the
-``offline/model_return`` signal rescaled to the run's own range (dashed) against agent updates.
+Prints markdown: one table per run, each signal's correlation with success, and what each rule
+would export (the last checkpoint, or the best by one signal) with its success. The plot draws
+success (solid) and one signal (``--signal``, rescaled to the run's own range, dashed) against
+agent updates.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-SIGNALS = ("model_value", "model_return", "q", "bc_mse", "uncertainty")
+SIGNALS = ("model_success", "model_return", "model_value", "q", "bc_mse", "uncertainty")
+RULES = ("model_success", "model_return")  # signals compared as export rules (highest wins)
 COLOURS = [(200, 80, 30), (40, 140, 40), (30, 60, 200), (150, 40, 150), (20, 150, 170)]
 
 
@@ -43,7 +46,7 @@ def load(run: Path) -> list[dict]:
     return [json.loads(ln) for ln in (run / "ablation.jsonl").read_text().splitlines() if ln]
 
 
-def plot(runs: dict[str, list[dict]], path: Path) -> None:
+def plot(runs: dict[str, list[dict]], path: Path, signal: str) -> None:
     import cv2
 
     w, h, m = 900, 420, 50
@@ -65,7 +68,7 @@ def plot(runs: dict[str, list[dict]], path: Path) -> None:
         s = [r["agent_step"] for r in rows]
         pts = np.array([xy(a, r["success"]) for a, r in zip(s, rows, strict=True)], np.int32)
         cv2.polylines(img, [pts], False, c, 2)
-        sig = np.array([r.get("offline/model_return", np.nan) for r in rows], float)
+        sig = np.array([r.get(f"offline/{signal}", np.nan) for r in rows], float)
         if np.isfinite(sig).all() and np.ptp(sig) > 0:
             sig = (sig - sig.min()) / np.ptp(sig)
             for a, b, ya, yb in zip(s[:-1], s[1:], sig[:-1], sig[1:], strict=True):
@@ -74,7 +77,7 @@ def plot(runs: dict[str, list[dict]], path: Path) -> None:
                     q0, q1 = p0 + (p1 - p0) * t, p0 + (p1 - p0) * (t + 0.1)
                     cv2.line(img, tuple(q0.astype(int)), tuple(q1.astype(int)), c, 1)
         cv2.putText(img, name, (m + 10, m + 18 * (i + 1)), 0, 0.5, c, 1)
-    cv2.putText(img, "success (solid), offline/model_return rescaled (dashed)", (m, 30), 0, 0.5,
+    cv2.putText(img, f"success (solid), offline/{signal} rescaled (dashed)", (m, 30), 0, 0.5,
                 (0, 0, 0), 1)  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), img)
@@ -84,8 +87,12 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+", type=Path)
     p.add_argument("--plot", type=Path)
+    p.add_argument("--signal", default="model_success", choices=SIGNALS, help="drawn dashed")
     args = p.parse_args()
-    runs = {r.name: load(r) for r in args.runs}
+    names = [r.name for r in args.runs]
+    if len(set(names)) < len(names):  # e.g. runs/baselines/*/seed*/lompo
+        names = ["/".join(r.parts[-3:]) for r in args.runs]
+    runs = {n: load(r) for n, r in zip(names, args.runs, strict=True)}
     cols = ["success", *(f"offline/{s}" for s in SIGNALS)]
     for name, rows in runs.items():
         print(f"\n{name}\n\n| agent updates | " + " | ".join(cols) + " |")
@@ -98,8 +105,20 @@ def main() -> int:
         succ = [r["success"] for r in rows]
         rho = [spearman([r.get(f"offline/{s}", np.nan) for r in rows], succ) for s in SIGNALS]
         print(f"| {name} | " + " | ".join(f"{x:+.2f}" for x in rho) + " |")
+    heads = ["last", *(f"best {s}" for s in RULES), "best in the sim (hindsight)"]
+    print("\nSuccess of what each rule exports (agent updates in brackets):\n")
+    print("| run | " + " | ".join(heads) + " |\n" + "|---" * (len(heads) + 1) + "|")
+    for name, rows in runs.items():
+        picks = [rows[-1]]
+        for s in RULES:  # the earliest of equals, as training keeps it
+            picks.append(
+                max(rows, key=lambda r: (r.get(f"offline/{s}", -np.inf), -r["agent_step"]))
+            )
+        picks.append(max(rows, key=lambda r: (r["success"], -r["agent_step"])))
+        cells = [f"{r['success']:.0%} ({r['agent_step']})" for r in picks]
+        print(f"| {name} | " + " | ".join(cells) + " |")
     if args.plot:
-        plot(runs, args.plot)
+        plot(runs, args.plot, args.signal)
     return 0
 
 
