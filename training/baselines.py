@@ -238,17 +238,35 @@ def plot(records: list[dict], path: Path) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--work", type=Path, default=Path("runs/baselines"))
-    p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    p.add_argument(
+        "--work",
+        type=Path,
+        default=Path("runs/baselines"),
+        help="bags, datasets, runs (default: %(default)s)",
+    )
+    p.add_argument(
+        "--datasets",
+        nargs="+",
+        default=list(DATASETS),
+        choices=list(DATASETS),
+        help="default: all; one process per dataset on two cores",
+    )
     # Training seeds no design choice was made on (seed 1's runs chose the BC early stop).
     p.add_argument("--seeds", nargs="+", type=int, default=[11, 12, 13], help="training seeds")
-    p.add_argument("--methods", nargs="+", default=list(ALGOS), choices=list(ALGOS))
+    p.add_argument(
+        "--methods", nargs="+", default=list(ALGOS), choices=list(ALGOS), help="default: all"
+    )
     p.add_argument("--episodes", type=int, default=200, help="dataset episodes (data seeds 0-N)")
-    p.add_argument("--eval-episodes", type=int, default=50)
-    p.add_argument("--eval-seed", type=int, default=5000)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--eval-episodes", type=int, default=50, help="sim test episodes per policy")
+    p.add_argument("--eval-seed", type=int, default=5000, help="first test seed (fresh: 5000 up)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per training")
     p.add_argument("--preset", default="cpu", help="lompo train preset (debug: a smoke run)")
-    p.add_argument("--results", type=Path, default=ROOT / "docs" / "results")
+    p.add_argument(
+        "--results",
+        type=Path,
+        default=ROOT / "docs" / "results",
+        help="baselines.json and the chart",
+    )
     p.add_argument("--report-only", action="store_true", help="rewrite the table and chart")
     args = p.parse_args()
     page = args.results.parent / "results.md"
