@@ -76,15 +76,38 @@ def _finished(run: Path) -> bool:
     return int(last.get("agent_step", -1)) >= steps
 
 
+def training_seconds(run: Path, with_model: bool = True) -> float:
+    """The training's own clock summed over its processes: ``wall_s`` in metrics.jsonl restarts
+    with each process, so a run interrupted and resumed is timed whole (less the updates after
+    its last checkpoint, which the resume dropped and did again). ``with_model=False``: the
+    policy phase alone (a branch's model-phase lines are its base's, copied)."""
+    total, last = 0.0, 0.0
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        d = json.loads(line)
+        wall = float(d.get("wall_s", 0.0))
+        if with_model or d.get("phase") != "model":
+            total += wall - last if wall >= last else wall  # wall < last: a new process
+        last = wall
+    return round(total, 1)
+
+
 def _train(
-    run: Path, data: Path, preset: str, keys: list[str], times: dict[str, float], what: str
+    run: Path,
+    data: Path,
+    preset: str,
+    keys: list[str],
+    times: dict[str, float],
+    what: str,
+    with_model: bool,
 ) -> None:
     if _finished(run):
         return
     if (run / "config.yaml").is_file() and (run / "checkpoints" / "last.pt").is_file():
         keys = saved_overrides(run)
     train = [*LOMPO, "train", "--dataset", str(data), "--run", str(run), "--preset", preset]
-    _stage(f"train {what}", times, [*train, *keys, "log.progress=false"])
+    name = f"train {what}"
+    _stage(name, times, [*train, *keys, "log.progress=false"])
+    times[name] = training_seconds(run, with_model)  # the stage timer sees the last process only
 
 
 def _evaluate(run: Path, args: argparse.Namespace, times: dict[str, float], what: str) -> None:
@@ -285,7 +308,8 @@ def main() -> int:
                     what = f"{name} seed {seed} {method}"
                     if method != "lompo":
                         branch(base, run, [f"algo={method}"])
-                    _train(run, data, args.preset, keys if method == "lompo" else [], times, what)
+                    own = method == "lompo"  # the others branch from its model phase
+                    _train(run, data, args.preset, keys if own else [], times, what, own)
                     if method not in args.methods:
                         continue
                     _evaluate(run, args, times, what)
