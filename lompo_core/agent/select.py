@@ -104,8 +104,9 @@ def imagined_success(
     each start state, ``samples`` rollouts (the actor's mode, a random prior head per step from a
     fixed seed) accumulate the continuation head's terminal probability, the dataset's success.
 
-    A success takes 30-80 steps in the drawer data, longer than ``model_return``'s horizon sees:
-    this asks the model whether the policy finishes the task, not whether it starts well."""
+    A success takes 24-150 steps in the drawer data (median 79), longer than ``model_return``'s
+    horizon sees: this asks the model whether the policy finishes the task, not whether it starts
+    well. It ranked new seeds' checkpoints no better than ``model_return`` (docs/training.md)."""
     if len(starts) == 0:
         return 0.0
     g = torch.Generator(device=starts.device).manual_seed(1)
