@@ -6,6 +6,7 @@ import torch
 
 from lompo_core.agent.replay import LatentBuffer
 from lompo_core.agent.sac import Actor
+from lompo_core.config import AgentConfig
 from lompo_core.data.dataset import EpisodeDataset
 from lompo_core.model.rssm import State, uncertainty
 from lompo_core.model.world_model import WorldModel
@@ -159,3 +160,12 @@ def data_uncertainty(
         action = buffer.data["action"][i : i + chunk]
         out.append(latent_step(wm, state, action, penalty, heads[i : i + chunk])[1])
     return torch.cat(out)
+
+
+def penalty_offset(wm: WorldModel, real: LatentBuffer, cfg: AgentConfig) -> float:
+    """u0, what the penalty subtracts from u: 0 (``penalty_offset: none``) or the median u of the
+    dataset's own transitions (``data_median``). Derived from the real buffer, which checkpoints
+    restore, so a resumed run and a re-scored checkpoint get the value training used."""
+    if cfg.penalty_offset == "none":
+        return 0.0
+    return float(data_uncertainty(wm, real, cfg.penalty).median())

@@ -16,7 +16,7 @@ import torch
 
 from lompo_core.agent import checkpoint
 from lompo_core.agent.replay import LatentBuffer
-from lompo_core.agent.rollout import data_uncertainty, encode_dataset, latent_step, penalised_reward
+from lompo_core.agent.rollout import encode_dataset, latent_step, penalised_reward, penalty_offset
 from lompo_core.agent.sac import SAC, Actor
 from lompo_core.config import AgentConfig, Config
 from lompo_core.data.dataset import EpisodeDataset
@@ -150,9 +150,7 @@ def checkpoint_signals(path: Path, dataset: EpisodeDataset) -> dict[str, float]:
     real = state["local"]["real"]
     buffer = LatentBuffer(len(real["feat"]), wm.feat_dim, dataset.action_dim, device)
     buffer.load_state_dict(real)
-    u_offset = 0.0
-    if cfg.agent.penalty_offset == "data_median":  # as the trainer derives it
-        u_offset = float(data_uncertainty(wm, buffer, cfg.agent.penalty).median())
+    u_offset = penalty_offset(wm, buffer, cfg.agent)
     holdout, _ = holdout_split(len(dataset), cfg.data.holdout, cfg.seed)
     if not holdout:
         raise LompoError(f"{path}: its run holds no episode out (data.holdout=0)")

@@ -20,7 +20,7 @@ from torch import nn
 from lompo_core.agent import checkpoint, distributed
 from lompo_core.agent.figures import prediction_rows, save_figure
 from lompo_core.agent.replay import LatentBuffer, SequenceSampler, cat_batches, to_torch
-from lompo_core.agent.rollout import data_uncertainty, encode_dataset, model_rollouts
+from lompo_core.agent.rollout import encode_dataset, model_rollouts, penalty_offset
 from lompo_core.agent.sac import SAC
 from lompo_core.agent.select import heldout_signals, holdout_split
 from lompo_core.config import LOWER_IS_BETTER, Config, differences, resolve
@@ -449,11 +449,10 @@ class Trainer:
         if c.penalty_offset == "none":
             return 0.0
         if self._u_offset is None:
-            # Derived from the real buffer, which checkpoints restore: a resume gets the same value.
-            u = data_uncertainty(self.wm, self.real, c.penalty)
-            self._u_offset = float(u.median())
+            self._u_offset = penalty_offset(self.wm, self.real, c)
             self.log(
-                f"penalty offset u0 = {self._u_offset:.4g} (median u of {len(u)} dataset transitions)"
+                f"penalty offset u0 = {self._u_offset:.4g} "
+                f"(median u of {len(self.real)} dataset transitions)"
             )
         return self._u_offset
 
