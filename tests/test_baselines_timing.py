@@ -1,4 +1,5 @@
-"""training/baselines.py times a training by the trainer's own clock, across resumes."""
+"""training/baselines.py times a training by the trainer's own clock, across resumes, and shares
+a dataset's runs between two processes."""
 
 from __future__ import annotations
 
@@ -33,3 +34,16 @@ def test_a_resumed_run_is_timed_over_all_its_processes(tmp_path, monkeypatch):
     _metrics(tmp_path / "b", [("model", 50), ("model", 100), ("agent", 40), ("agent", 90)])
     assert seconds(tmp_path / "b", with_model=False) == 90.0
     assert seconds(tmp_path / "b") == 190.0
+
+
+def test_a_run_held_by_another_process_is_skipped(tmp_path, monkeypatch):
+    claim = _baselines(monkeypatch).claim
+    run = tmp_path / "seed11" / "bc"
+    with claim(run) as first:
+        assert first
+        with claim(run) as second, claim(tmp_path / "seed11" / "lambda0") as other:
+            assert not second  # bc is taken: the second process goes on to the next method
+            assert other
+    with claim(run) as again:
+        assert again  # released when the first process is done with it
+    assert not run.exists()  # the claim does not create the run folder that branch() checks for

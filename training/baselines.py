@@ -11,7 +11,10 @@ share a world model train it once per seed. Each run's policy is exported by its
 cloning), never by the simulator, and only then evaluated on fresh seeds (5000-5049).
 
 Resumable: a stage whose output exists is skipped (bags, dataset, a finished run, policy.json,
-eval.json), `lompo train` resumes itself. After each evaluation it adds the policy's record to
+eval.json), `lompo train` resumes itself. Each method's run is claimed (a lock beside it) while a
+process trains and evaluates it, and a run another process holds is skipped: a second process on
+the same dataset (`--methods filtered_bc bc no_rollouts`, once the `lompo` run's model phase is
+saved) takes the methods the first has not reached, so the two cores stay busy to the end. After each evaluation it adds the policy's record to
 docs/results/baselines.json (under a lock: one process per dataset may run at once), redraws
 docs/results/baselines.png and rewrites the table in docs/results.md (between its markers; the
 rest of the page is left as written). Each stage's wall time is kept in the run folder
@@ -21,15 +24,18 @@ rest of the page is left as written). Each stage's wall time is kept in the run 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from ablate import branch, saved_overrides
 
+from lompo_core.agent import checkpoint
 from lompo_core.config import ALGOS, Config
 from lompo_core.errors import LompoError
 from lompo_core.files import atomic_write_bytes, exclusive
@@ -89,6 +95,18 @@ def training_seconds(run: Path, with_model: bool = True) -> float:
             total += wall - last if wall >= last else wall  # wall < last: a new process
         last = wall
     return round(total, 1)
+
+
+@contextlib.contextmanager
+def claim(run: Path) -> Iterator[bool]:
+    """True while this process holds ``run`` (trains and evaluates it), False if another does."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(exclusive(run.parent / f"{run.name}.baselines", "baselines"))
+        except LompoError:
+            yield False
+            return
+        yield True
 
 
 def _train(
@@ -259,6 +277,39 @@ def plot(records: list[dict], path: Path) -> None:
         atomic_write_bytes(path, png.tobytes())
 
 
+def _model_saved(base: Path) -> bool:
+    """Whether the lompo run's model-phase end checkpoint, what the branches start from, exists."""
+    if not (base / "config.yaml").is_file():
+        return False
+    steps = Config.load(base / "config.yaml").world.steps
+    return (checkpoint.checkpoint_dir(base) / checkpoint.name_for(steps)).is_file()
+
+
+def _method(
+    run: Path,
+    method: str,
+    data: Path,
+    keys: list[str],
+    args: argparse.Namespace,
+    page: Path,
+) -> None:
+    """Train (or branch and train), export and evaluate one method's run; add its record."""
+    times: dict[str, float] = {}
+    dataset, seed = data.parent.name, int(run.parent.name.removeprefix("seed"))
+    what = f"{dataset} seed {seed} {method}"
+    own = method == "lompo"
+    if not own:
+        branch(run.parent / "lompo", run, [f"algo={method}"])
+    _train(run, data, args.preset, keys if own else [], times, what, own)
+    if method not in args.methods:
+        return  # the base was trained for the branches only
+    _evaluate(run, args, times, what)
+    record = _record(run, method, dataset, seed, times)
+    print(json.dumps(record), flush=True)
+    with exclusive(args.results / "baselines.json", "training/baselines.py", wait=True):
+        save(collect_records(args.work), args.results, page, args.work)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
@@ -277,7 +328,11 @@ def main() -> int:
     # Training seeds no design choice was made on (seed 1's runs chose the BC early stop).
     p.add_argument("--seeds", nargs="+", type=int, default=[11, 12, 13], help="training seeds")
     p.add_argument(
-        "--methods", nargs="+", default=list(ALGOS), choices=list(ALGOS), help="default: all"
+        "--methods",
+        nargs="+",
+        default=list(ALGOS),
+        choices=list(ALGOS),
+        help="default: all, in this order (lompo first: the others branch from it)",
     )
     p.add_argument("--episodes", type=int, default=200, help="dataset episodes (data seeds 0-N)")
     p.add_argument("--eval-episodes", type=int, default=50, help="sim test episodes per policy")
@@ -302,23 +357,21 @@ def main() -> int:
                 base = args.work / name / f"seed{seed}" / "lompo"
                 keys = ["algo=lompo", f"seed={seed}", f"threads={args.threads}",
                         "log.keep_checkpoints=100"]  # fmt: skip
-                for method in ["lompo", *[m for m in args.methods if m != "lompo"]]:
-                    times = {}
+                # The others branch from the lompo run's model phase: it is trained first,
+                # unless that phase is saved and lompo itself was not asked for.
+                needs_base = "lompo" in args.methods or not _model_saved(base)
+                for method in ["lompo"] * needs_base + [m for m in args.methods if m != "lompo"]:
                     run = base.parent / method
                     what = f"{name} seed {seed} {method}"
-                    if method != "lompo":
-                        branch(base, run, [f"algo={method}"])
-                    own = method == "lompo"  # the others branch from its model phase
-                    _train(run, data, args.preset, keys if own else [], times, what, own)
-                    if method not in args.methods:
-                        continue
-                    _evaluate(run, args, times, what)
-                    record = _record(run, method, name, seed, times)
-                    print(json.dumps(record), flush=True)
-                    with exclusive(
-                        args.results / "baselines.json", "training/baselines.py", wait=True
-                    ):
-                        save(collect_records(args.work), args.results, page, args.work)
+                    with claim(run) as mine:
+                        if not mine and method == "lompo" and not _model_saved(base):
+                            print(f"== {what}: another process is training its model phase; "
+                                  "this seed's other methods are left to a later run", flush=True)  # fmt: skip
+                            break
+                        if not mine:
+                            print(f"== {what}: another process has it, skipped", flush=True)
+                            continue
+                        _method(run, method, data, keys, args, page)
     records = collect_records(args.work)
     if args.report_only:
         save(records, args.results, page, args.work)
