@@ -23,6 +23,8 @@ from lompo_core.errors import LompoError
 
 PRESETS_FILE = Path(__file__).with_name("presets.yaml")
 SELECT_METRICS = ("model_return", "model_value", "model_success", "q", "bc_mse")
+# agent.penalty_offset -> the quantile of the dataset's own u that the penalty starts above
+PENALTY_QUANTILES = {"data_median": 0.5, "data_p90": 0.9, "data_p99": 0.99}
 LOWER_IS_BETTER = ("bc_mse",)  # held-out signals where the smaller value is the better policy
 LEARNERS = ("sac", "bc")
 
@@ -97,6 +99,8 @@ class AgentConfig:
     # u0 the median u of the dataset's own transitions: only disagreement beyond what the data
     # itself shows is penalised. With a sparse reward (1 on success) the reference's penalty,
     # ~lmbda * 0.3 on every model step even in distribution, drowns the success signal.
+    # "data_p90" / "data_p99": u0 the 90th / 99th percentile instead (the data's own last steps
+    # before a success can lie above its median: docs/training.md).
     penalty_offset: str = "none"
     rollouts: bool = True  # False: "no model rollouts" baseline
     # "sac"; or "bc": the actor's mode regressed onto the dataset's actions (squared error) on the
@@ -362,8 +366,8 @@ def validate(cfg: Config) -> None:
             "agent.learner=bc trains on dataset transitions only: set agent.rollouts=false",
         ),
         (
-            cfg.agent.penalty_offset in ("none", "data_median"),
-            "agent.penalty_offset must be none or data_median",
+            cfg.agent.penalty_offset in ("none", *PENALTY_QUANTILES),
+            f"agent.penalty_offset must be none or one of {', '.join(PENALTY_QUANTILES)}",
         ),
         (cfg.agent.lmbda >= 0.0, "agent.lmbda must be >= 0"),
         (cfg.agent.bc_weight >= 0.0, "agent.bc_weight must be >= 0"),

@@ -6,7 +6,7 @@ import torch
 
 from lompo_core.agent.replay import LatentBuffer
 from lompo_core.agent.sac import Actor
-from lompo_core.config import AgentConfig
+from lompo_core.config import PENALTY_QUANTILES, AgentConfig
 from lompo_core.data.dataset import EpisodeDataset
 from lompo_core.model.rssm import State, uncertainty
 from lompo_core.model.world_model import WorldModel
@@ -163,9 +163,12 @@ def data_uncertainty(
 
 
 def penalty_offset(wm: WorldModel, real: LatentBuffer, cfg: AgentConfig) -> float:
-    """u0, what the penalty subtracts from u: 0 (``penalty_offset: none``) or the median u of the
-    dataset's own transitions (``data_median``). Derived from the real buffer, which checkpoints
-    restore, so a resumed run and a re-scored checkpoint get the value training used."""
+    """u0, what the penalty subtracts from u: 0 (``penalty_offset: none``) or a quantile of u on the
+    dataset's own transitions (``data_median``, ``data_p90``, ``data_p99``). Derived from the real
+    buffer, which checkpoints restore, so a resumed run and a re-scored checkpoint get the value
+    training used."""
     if cfg.penalty_offset == "none":
         return 0.0
-    return float(data_uncertainty(wm, real, cfg.penalty).median())
+    u = data_uncertainty(wm, real, cfg.penalty)
+    # "lower": a value of u itself (the lower middle one for the median, as Tensor.median).
+    return float(torch.quantile(u, PENALTY_QUANTILES[cfg.penalty_offset], interpolation="lower"))

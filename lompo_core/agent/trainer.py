@@ -452,7 +452,7 @@ class Trainer:
             self._u_offset = penalty_offset(self.wm, self.real, c)
             self.log(
                 f"penalty offset u0 = {self._u_offset:.4g} "
-                f"(median u of {len(self.real)} dataset transitions)"
+                f"({c.penalty_offset} of u on {len(self.real)} dataset transitions)"
             )
         return self._u_offset
 

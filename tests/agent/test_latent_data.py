@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from lompo_core.agent.replay import LatentBuffer, SequenceSampler
-from lompo_core.agent.rollout import data_uncertainty, encode_dataset, latent_step, model_rollouts
+from lompo_core.agent.rollout import (
+    data_uncertainty,
+    encode_dataset,
+    latent_step,
+    model_rollouts,
+    penalty_offset,
+)
 from lompo_core.agent.sac import SAC, Actor
 from lompo_core.agent.select import heldout_signals, imagined_success
 from lompo_core.config import AgentConfig, ModelConfig
@@ -73,6 +79,22 @@ def test_penalty_offset_removes_in_distribution_penalty():
     r_hat = wm.reward_mean(feats)
     torch.testing.assert_close(none, r_hat)  # an offset above every u: no penalty at all
     assert bool((plain < none).all())  # the reference's penalty is positive everywhere
+
+
+def test_penalty_offset_is_a_quantile_of_the_data_own_uncertainty():
+    wm, _ = _model()
+    buf = _real_buffer()
+    u = data_uncertainty(wm, buf, "log_prob")
+    offsets = {
+        name: penalty_offset(wm, buf, AgentConfig(penalty_offset=name))
+        for name in ("none", "data_median", "data_p90", "data_p99")
+    }
+    assert offsets["none"] == 0.0
+    assert offsets["data_median"] == float(u.median())  # the value resumed runs recompute
+    for name, q in (("data_p90", 0.9), ("data_p99", 0.99)):
+        assert offsets[name] in u.tolist()  # a value of u itself
+        assert abs(float((u <= offsets[name]).float().mean()) - q) <= 1 / len(u)
+    assert offsets["data_median"] < offsets["data_p90"] < offsets["data_p99"]
 
 
 def test_penalty_offset_is_calibrated_on_the_quantity_rollouts_are_charged():
