@@ -21,14 +21,13 @@ import torch
 
 from lompo_core.agent import checkpoint
 from lompo_core.agent.replay import LatentBuffer
-from lompo_core.agent.rollout import data_uncertainty, encode_dataset
+from lompo_core.agent.rollout import data_quantile, data_uncertainty, encode_dataset
 from lompo_core.agent.select import holdout_split
-from lompo_core.config import Config
+from lompo_core.config import PENALTY_QUANTILES, Config
 from lompo_core.data.dataset import EpisodeDataset
 from lompo_core.model.world_model import WorldModel
 
 BINS = [(0, 5), (5, 15), (15, 30), (30, 60), (60, 10**6)]  # steps before the success
-QUANTILES = {"median": 0.5, "p90": 0.9, "p99": 0.99}
 
 
 def profile(run: Path, dataset: EpisodeDataset) -> dict[str, np.ndarray]:
@@ -55,7 +54,7 @@ def profile(run: Path, dataset: EpisodeDataset) -> dict[str, np.ndarray]:
 def rows(p: dict[str, np.ndarray]) -> list[tuple[str, dict[str, float], int]]:
     """(group, share of its transitions above each quantile of all u, count) per table row."""
     u, success, to_end = p["u"], p["success"], p["to_end"]
-    cut = {k: float(np.quantile(u, q)) for k, q in QUANTILES.items()}
+    cut = {k: data_quantile(torch.from_numpy(u), k) for k in PENALTY_QUANTILES}
     groups = [(f"success in {lo}-{hi}" if hi < 10**6 else f"success in {lo}+",
                success & (to_end >= lo) & (to_end < hi)) for lo, hi in BINS]  # fmt: skip
     groups.append(("failed episodes", ~success))
@@ -86,7 +85,7 @@ def plot(profiles: dict[str, dict[str, np.ndarray]], path: Path) -> None:
                (120, 120, 0)]  # fmt: skip
     for i, (name, p) in enumerate(profiles.items()):
         c = colours[i % len(colours)]
-        median = np.median(p["u"])
+        median = data_quantile(torch.from_numpy(p["u"]), "data_median")
         pts = []
         for x in range(2, x_max - 1):  # a 5-step window around each x, where there are any
             near = p["success"] & (np.abs(p["to_end"] - x) <= 2)
@@ -115,10 +114,11 @@ def main() -> int:
     for run, data in zip(args.runs, datasets, strict=True):
         name = "/".join(run.parts[-3:-1]) if run.name == "lompo" else run.name
         profiles[name] = profile(run, EpisodeDataset(data))
-        print(f"\n{name}: u median {np.median(profiles[name]['u']):.3f}\n")
+        median = data_quantile(torch.from_numpy(profiles[name]["u"]), "data_median")
+        print(f"\n{name}: u median {median:.3f}\n")
         print("| transitions | count | > median | > p90 | > p99 |\n|---|---|---|---|---|")
         for group, share, count in rows(profiles[name]):
-            cells = " | ".join(f"{share[k]:.0%}" for k in QUANTILES)
+            cells = " | ".join(f"{share[k]:.0%}" for k in PENALTY_QUANTILES)
             print(f"| {group} | {count} | {cells} |", flush=True)
     if args.plot:
         plot(profiles, args.plot)

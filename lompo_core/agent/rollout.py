@@ -169,6 +169,10 @@ def penalty_offset(wm: WorldModel, real: LatentBuffer, cfg: AgentConfig) -> floa
     training used."""
     if cfg.penalty_offset == "none":
         return 0.0
-    u = data_uncertainty(wm, real, cfg.penalty)
+    return data_quantile(data_uncertainty(wm, real, cfg.penalty), cfg.penalty_offset)
+
+
+def data_quantile(u: torch.Tensor, offset: str) -> float:
+    """The ``offset`` quantile (``data_median``, ``data_p90``, ``data_p99``) of the data's u."""
     # "lower": a value of u itself (the lower middle one for the median, as Tensor.median).
-    return float(torch.quantile(u, PENALTY_QUANTILES[cfg.penalty_offset], interpolation="lower"))
+    return float(torch.quantile(u, PENALTY_QUANTILES[offset], interpolation="lower"))
