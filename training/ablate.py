@@ -51,21 +51,27 @@ def _policy_init_for(cfg: Config, state: dict, base: Path) -> dict:
     return state | {"sac": fresh, "agent_opt": {k: o.state_dict() for k, o in opts.items()}}
 
 
+def model_end(base: Path) -> Path:
+    """The base run's model-phase end checkpoint, what its branches start from."""
+    steps = Config.load(base / "config.yaml").world.steps
+    return checkpoint.checkpoint_dir(base) / checkpoint.name_for(steps)
+
+
 def branch(base: Path, run: Path, overrides: list[str]) -> int:
     """NAME's folder: the base run's config with ``overrides``, its model-phase end checkpoint."""
     cfg = Config.load(base / "config.yaml")
     apply_overrides(cfg, overrides)
     validate(cfg)
-    model_end = checkpoint.checkpoint_dir(base) / checkpoint.name_for(cfg.world.steps)
-    if not model_end.is_file():
-        raise SystemExit(f"{model_end}: missing (train the base with log.keep_checkpoints=100)")
+    start = model_end(base)
+    if not start.is_file():
+        raise SystemExit(f"{start}: missing (train the base with log.keep_checkpoints=100)")
     if not run.exists():
         (run / checkpoint.CHECKPOINTS).mkdir(parents=True)
         shutil.copy(base / "dataset.json", run / "dataset.json")
         (run / "config.yaml").write_text(cfg.to_yaml())
-        state = _policy_init_for(cfg, checkpoint.load(model_end), base)
-        checkpoint.write(run / checkpoint.CHECKPOINTS / model_end.name, state)
-        os.symlink(model_end.name, run / checkpoint.CHECKPOINTS / checkpoint.LAST)
+        state = _policy_init_for(cfg, checkpoint.load(start), base)
+        checkpoint.write(run / checkpoint.CHECKPOINTS / start.name, state)
+        os.symlink(start.name, run / checkpoint.CHECKPOINTS / checkpoint.LAST)
         lines = (base / "metrics.jsonl").read_text().splitlines()
         model = [ln for ln in lines if json.loads(ln)["phase"] == "model"]
         (run / "metrics.jsonl").write_text("".join(ln + "\n" for ln in model))

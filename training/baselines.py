@@ -14,10 +14,10 @@ Resumable: a stage whose output exists is skipped (bags, dataset, a finished run
 eval.json), `lompo train` resumes itself. Each method's run is claimed (a lock beside it) while a
 process trains and evaluates it, and a run another process holds is skipped: a second process on
 the same dataset (`--methods filtered_bc bc no_rollouts`, once the `lompo` run's model phase is
-saved) takes the methods the first has not reached, so the two cores stay busy to the end. After each evaluation it adds the policy's record to
-docs/results/baselines.json (under a lock: one process per dataset may run at once), redraws
-docs/results/baselines.png and rewrites the table in docs/results.md (between its markers; the
-rest of the page is left as written). Each stage's wall time is kept in the run folder
+saved) takes the methods the first has not reached, so the two cores stay busy to the end. After
+each evaluation it adds the policy's record to docs/results/baselines.json (under a lock: one
+process per dataset may run at once), redraws docs/results/baselines.png and rewrites the table
+in docs/results.md (between its markers; the rest of the page is left as written). Each stage's wall time is kept in the run folder
 (``stage_s.json``), so ``--report-only`` rebuilds every record from the run folders.
 """
 
@@ -33,9 +33,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from ablate import branch, saved_overrides
+from ablate import branch, model_end, saved_overrides
 
-from lompo_core.agent import checkpoint
 from lompo_core.config import ALGOS, Config
 from lompo_core.errors import LompoError
 from lompo_core.files import atomic_write_bytes, exclusive
@@ -279,15 +278,14 @@ def plot(records: list[dict], path: Path) -> None:
 
 def _model_saved(base: Path) -> bool:
     """Whether the lompo run's model-phase end checkpoint, what the branches start from, exists."""
-    if not (base / "config.yaml").is_file():
-        return False
-    steps = Config.load(base / "config.yaml").world.steps
-    return (checkpoint.checkpoint_dir(base) / checkpoint.name_for(steps)).is_file()
+    return (base / "config.yaml").is_file() and model_end(base).is_file()
 
 
 def _method(
     run: Path,
     method: str,
+    dataset: str,
+    seed: int,
     data: Path,
     keys: list[str],
     args: argparse.Namespace,
@@ -295,7 +293,6 @@ def _method(
 ) -> None:
     """Train (or branch and train), export and evaluate one method's run; add its record."""
     times: dict[str, float] = {}
-    dataset, seed = data.parent.name, int(run.parent.name.removeprefix("seed"))
     what = f"{dataset} seed {seed} {method}"
     own = method == "lompo"
     if not own:
@@ -371,7 +368,7 @@ def main() -> int:
                         if not mine:
                             print(f"== {what}: another process has it, skipped", flush=True)
                             continue
-                        _method(run, method, data, keys, args, page)
+                        _method(run, method, name, seed, data, keys, args, page)
     records = collect_records(args.work)
     if args.report_only:
         save(records, args.results, page, args.work)
