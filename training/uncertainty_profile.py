@@ -20,8 +20,7 @@ import numpy as np
 import torch
 
 from lompo_core.agent import checkpoint
-from lompo_core.agent.replay import LatentBuffer
-from lompo_core.agent.rollout import data_quantile, data_uncertainty, encode_dataset
+from lompo_core.agent.rollout import data_quantile, data_uncertainty, encode_episodes
 from lompo_core.agent.select import holdout_split
 from lompo_core.config import PENALTY_QUANTILES, Config
 from lompo_core.data.dataset import EpisodeDataset
@@ -41,9 +40,7 @@ def profile(run: Path, dataset: EpisodeDataset) -> dict[str, np.ndarray]:
     wm.load_state_dict(state["world_model"])
     wm.eval()
     _, train = holdout_split(len(dataset), cfg.data.holdout, cfg.seed)
-    n = int(sum(max(int(dataset.lengths[i]) - 1, 0) for i in train))
-    buf = LatentBuffer(n, wm.feat_dim, dataset.action_dim, torch.device("cpu"))
-    encode_dataset(wm, dataset, train, buf, cfg.agent.encode_chunk, torch.device("cpu"))
+    buf = encode_episodes(wm, dataset, train, cfg.agent.encode_chunk, torch.device("cpu"))
     u = data_uncertainty(wm, buf, cfg.agent.penalty).numpy()
     first = np.flatnonzero(buf.data["first"][: len(buf)].numpy() > 0.5)
     ends = [*first[1:], len(u)]

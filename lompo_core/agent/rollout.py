@@ -49,6 +49,17 @@ def encode_dataset(
     return n
 
 
+def encode_episodes(
+    wm: WorldModel, dataset: EpisodeDataset, indices: list[int], chunk: int, device: torch.device
+) -> LatentBuffer:
+    """A buffer sized for the transitions of episodes ``indices``, filled by ``encode_dataset``:
+    the held-out episodes of the selection signals, or a run's training episodes re-encoded."""
+    n = int(sum(max(int(dataset.lengths[i]) - 1, 0) for i in indices))
+    buffer = LatentBuffer(max(n, 1), wm.feat_dim, dataset.action_dim, device)
+    encode_dataset(wm, dataset, indices, buffer, chunk, device)
+    return buffer
+
+
 def latent_step(
     wm: WorldModel,
     state: State,

@@ -16,7 +16,7 @@ import torch
 
 from lompo_core.agent import checkpoint
 from lompo_core.agent.replay import LatentBuffer
-from lompo_core.agent.rollout import encode_dataset, latent_step, penalised_reward, penalty_offset
+from lompo_core.agent.rollout import encode_episodes, latent_step, penalised_reward, penalty_offset
 from lompo_core.agent.sac import SAC, Actor
 from lompo_core.config import AgentConfig, Config
 from lompo_core.data.dataset import EpisodeDataset
@@ -154,7 +154,5 @@ def checkpoint_signals(path: Path, dataset: EpisodeDataset) -> dict[str, float]:
     holdout, _ = holdout_split(len(dataset), cfg.data.holdout, cfg.seed)
     if not holdout:
         raise LompoError(f"{path}: its run holds no episode out (data.holdout=0)")
-    n = int(sum(max(int(dataset.lengths[i]) - 1, 0) for i in holdout))
-    heldout = LatentBuffer(max(n, 1), wm.feat_dim, dataset.action_dim, device)
-    encode_dataset(wm, dataset, holdout, heldout, cfg.agent.encode_chunk, device)
+    heldout = encode_episodes(wm, dataset, holdout, cfg.agent.encode_chunk, device)
     return heldout_signals(wm, sac, heldout, cfg.agent, u_offset)

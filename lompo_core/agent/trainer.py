@@ -20,7 +20,7 @@ from torch import nn
 from lompo_core.agent import checkpoint, distributed
 from lompo_core.agent.figures import prediction_rows, save_figure
 from lompo_core.agent.replay import LatentBuffer, SequenceSampler, cat_batches, to_torch
-from lompo_core.agent.rollout import encode_dataset, model_rollouts, penalty_offset
+from lompo_core.agent.rollout import encode_dataset, encode_episodes, model_rollouts, penalty_offset
 from lompo_core.agent.sac import SAC
 from lompo_core.agent.select import heldout_signals, holdout_split
 from lompo_core.config import LOWER_IS_BETTER, Config, differences, resolve
@@ -540,9 +540,8 @@ class Trainer:
         if not self.holdout:
             return
         if self._heldout is None:
-            self._heldout = self._new_buffer(0)
-            encode_dataset(
-                self.wm, self.dataset, self.holdout, self._heldout, c.encode_chunk, self.device
+            self._heldout = encode_episodes(
+                self.wm, self.dataset, self.holdout, c.encode_chunk, self.device
             )
         m = heldout_signals(self.wm, self.sac, self._heldout, c, self._penalty_offset())
         self._write_metrics("agent", m)
