@@ -49,12 +49,17 @@ def encode_dataset(
     return n
 
 
+def transitions(dataset: EpisodeDataset, indices: list[int]) -> int:
+    """How many transitions ``encode_dataset`` stores for episodes ``indices``."""
+    return int(sum(max(int(dataset.lengths[i]) - 1, 0) for i in indices))
+
+
 def encode_episodes(
     wm: WorldModel, dataset: EpisodeDataset, indices: list[int], chunk: int, device: torch.device
 ) -> LatentBuffer:
     """A buffer sized for the transitions of episodes ``indices``, filled by ``encode_dataset``:
     the held-out episodes of the selection signals, or a run's training episodes re-encoded."""
-    n = int(sum(max(int(dataset.lengths[i]) - 1, 0) for i in indices))
+    n = transitions(dataset, indices)
     buffer = LatentBuffer(max(n, 1), wm.feat_dim, dataset.action_dim, device)
     encode_dataset(wm, dataset, indices, buffer, chunk, device)
     return buffer

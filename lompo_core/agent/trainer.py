@@ -20,7 +20,13 @@ from torch import nn
 from lompo_core.agent import checkpoint, distributed
 from lompo_core.agent.figures import prediction_rows, save_figure
 from lompo_core.agent.replay import LatentBuffer, SequenceSampler, cat_batches, to_torch
-from lompo_core.agent.rollout import encode_dataset, encode_episodes, model_rollouts, penalty_offset
+from lompo_core.agent.rollout import (
+    encode_dataset,
+    encode_episodes,
+    model_rollouts,
+    penalty_offset,
+    transitions,
+)
 from lompo_core.agent.sac import SAC
 from lompo_core.agent.select import heldout_signals, holdout_split
 from lompo_core.config import LOWER_IS_BETTER, Config, differences, resolve
@@ -314,7 +320,7 @@ class Trainer:
         return buf
 
     def _local_transitions(self) -> int:
-        return int(sum(max(int(self.dataset.lengths[i]) - 1, 0) for i in self.encode_idx))
+        return transitions(self.dataset, self.encode_idx)
 
     # ------------------------------------------------------------------------------- training
 
