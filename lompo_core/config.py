@@ -135,6 +135,13 @@ class AgentConfig:
     # LayerNorm in the critics' hidden layers (ReBRAC): Q cannot grow without bound on latent
     # states and actions far from the data's.
     critic_norm: bool = False
+    # Conservative critics (CQL(H), the reference's term, which it computes with weight 0): each
+    # critic's loss gains cql_weight * (soft maximum of Q(s, .) over cql_samples uniform actions
+    # and the actor's own action, minus Q(s, a) of the logged action), on the real half of the
+    # batch. The actions no transition covers are pushed down, the logged ones up, so the target's
+    # bootstrap at the actor's action cannot climb where the data says nothing (0 = off).
+    cql_weight: float = 0.0
+    cql_samples: int = 4  # the reference draws 16; 4 keeps the policy phase's time on two cores
     # Polyak average of the actor's weights (0 = off; e.g. 0.999, a ~1,000-update window): the
     # acting policy (held-out signals, sim evaluation, export) is the average, which smooths the
     # swings between neighbouring checkpoints. Rollouts keep the learning actor.
@@ -372,6 +379,10 @@ def validate(cfg: Config) -> None:
         (cfg.agent.lmbda >= 0.0, "agent.lmbda must be >= 0"),
         (cfg.agent.bc_weight >= 0.0, "agent.bc_weight must be >= 0"),
         (0.0 <= cfg.agent.actor_ema < 1.0, "agent.actor_ema must be in [0, 1)"),
+        (
+            cfg.agent.cql_weight >= 0.0 and cfg.agent.cql_samples >= 0,
+            "agent.cql_weight and agent.cql_samples must be >= 0",
+        ),
         (cfg.agent.select in ("last", "offline"), "agent.select must be last or offline"),
         (
             cfg.agent.select_metric in SELECT_METRICS,

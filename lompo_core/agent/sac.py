@@ -1,5 +1,6 @@
 """Soft actor-critic in latent space: tanh-Gaussian actor, twin critics, learned temperature,
-and an optional behaviour-cloning term on the dataset's transitions (TD3+BC style).
+an optional behaviour-cloning term on the dataset's transitions (TD3+BC style) and an optional
+conservative term on the critics (CQL(H)).
 
 The reference code used a deterministic actor with twin critics (TD3-like, research-lompo.md
 section 2.6). We use SAC, the paper's framing: its entropy bonus keeps the actor exploring inside the
@@ -142,8 +143,13 @@ class SAC(nn.Module):
             tq1, tq2 = self.critic_target(next_feat, next_action)
             next_v = torch.min(tq1, tq2) - alpha * next_logp
             target = reward + c.discount * (1.0 - terminal) * next_v
-        q1, q2 = self._fwd["critic"](feat, action)
+        if c.cql_weight > 0:
+            q1, q2, gap = self._conservative_q(feat, action, n_real)
+        else:
+            q1, q2 = self._fwd["critic"](feat, action)
         critic_loss = 0.5 * ((q1 - target).square().mean() + (q2 - target).square().mean())
+        if c.cql_weight > 0:
+            critic_loss = critic_loss + c.cql_weight * gap
         opt["critic"].zero_grad(set_to_none=True)
         critic_loss.backward()
         nn.utils.clip_grad_norm_(self.critic.parameters(), c.grad_clip)
@@ -179,7 +185,8 @@ class SAC(nn.Module):
 
         _polyak(self.critic_target, self.critic, c.tau)
         self._update_ema()
-        return {
+        out = {"agent/cql_gap": gap.detach()} if c.cql_weight > 0 else {}
+        return out | {
             "agent/critic_loss": critic_loss.detach(),
             "agent/actor_loss": actor_loss.detach(),
             "agent/alpha": alpha,
@@ -188,6 +195,30 @@ class SAC(nn.Module):
             "agent/q": torch.min(q1, q2).detach().mean(),
             "agent/target": target.mean(),
         }
+
+    def _conservative_q(
+        self, feat: torch.Tensor, action: torch.Tensor, n_real: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Both critics at the batch's (s, a), and CQL(H)'s gap on its first ``n_real`` (the
+        dataset's) states: the soft maximum over ``cql_samples`` uniform actions and the actor's
+        action, minus Q at the logged action, summed over the two critics. One critic call, so
+        that a DDP wrapper sees one forward per backward."""
+        k, n = self.cfg.cql_samples, n_real
+        states = feat[:n]
+        with torch.no_grad():
+            own, _ = self.actor(states)
+        uniform = torch.rand(k, n, action.shape[-1], device=feat.device) * 2.0 - 1.0
+        probes = torch.cat([uniform, own[None]]).flatten(0, 1)
+        q1, q2 = self._fwd["critic"](
+            torch.cat([feat, states.repeat(k + 1, 1)]), torch.cat([action, probes])
+        )
+        m = len(feat)
+
+        def gap(q: torch.Tensor) -> torch.Tensor:
+            soft_max = torch.logsumexp(q[m:].view(k + 1, n), 0) - math.log(k + 1)
+            return (soft_max - q[:n]).mean()
+
+        return q1[:m], q2[:m], gap(q1) + gap(q2)
 
     def _bc_update(
         self, batch: dict[str, torch.Tensor], opt: dict[str, torch.optim.Optimizer]

@@ -79,12 +79,15 @@ def test_resume_continues_exactly_as_the_uninterrupted_run(tiny_dataset, tmp_pat
     assert any("finished" in m for m in logs)
 
 
-def test_no_rollouts_and_zero_penalty_baselines(tiny_dataset, tmp_path):
+def test_no_rollouts_zero_penalty_and_conservative_variants(tiny_dataset, tmp_path):
     t = _finish(tiny_dataset, tmp_path / "a", ["agent.rollouts=false"])
     assert t.model_buf is None and len(t.real) > 0
     assert not _metrics(tmp_path / "a", "rollout/uncertainty")
     t = _finish(tiny_dataset, tmp_path / "b", ["agent.lmbda=0", "agent.penalty=mean"])
     assert t.model_buf is not None and len(t.model_buf) >= 64
+    _finish(tiny_dataset, tmp_path / "c", ["agent.cql_weight=1.0"])
+    gap = _metrics(tmp_path / "c", "agent/cql_gap")
+    assert gap and all(np.isfinite(gap)), gap
 
 
 def test_policy_step_loads_from_a_run(tiny_dataset, tmp_path):
