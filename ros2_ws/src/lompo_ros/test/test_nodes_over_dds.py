@@ -24,6 +24,7 @@ from lompo_core.messages import stamp_ns
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 EPISODES = 5
+MISSED_MAX = 2  # first frames the probe may miss while discovery completes
 IMAGE_TOPIC = "/overhead_camera/image_raw"
 COMMAND_TOPIC = "/servo_node/delta_twist_cmds"
 
@@ -111,7 +112,14 @@ def test_lockstep_over_dds_is_the_run_without_ros(ros_install, probe, reference,
     assert done, f"{len(images)} images and {len(commands)} commands of {n}{logs}"
     assert (policy_code, sim_code) == (0, 0), logs
     got = [np.asarray(im.data, np.uint8).reshape(im.height, im.width, 3) for im in images[:n]]
-    wrong = [k for k in range(n) if not np.array_equal(got[k], reference["images"][k])]
+    # The sim publishes once the policy listens; on a loaded machine the probe can meet the sim's
+    # camera a frame or two later. The streams are compared from the first frame the probe got
+    # (a stray step still shifts every frame after it).
+    ref = reference["images"]
+    skip = next((k for k in range(MISSED_MAX + 1) if np.array_equal(got[0], ref[k])), None)
+    assert skip is not None, f"the probe's first frame is none of the run's first {MISSED_MAX + 1}"
+    n -= skip
+    wrong = [k for k in range(n) if not np.array_equal(got[k], ref[skip + k])]
     assert not wrong, f"frames {wrong[:10]} differ from the run without ROS (a stray step)"
     # Each frame's answer: the first command stamped after it (a watchdog's zero sent while the
     # sim resets, which the sim ignores, is no answer).
@@ -122,7 +130,7 @@ def test_lockstep_over_dds_is_the_run_without_ros(ros_install, probe, reference,
     ]
     assert all(a is not None for a in answers), "a frame was never answered"
     sent = np.array([_twist(c) for c in answers])
-    off = np.flatnonzero(np.abs(sent - reference["commands"]).max(axis=1) > 1e-5)
+    off = np.flatnonzero(np.abs(sent - reference["commands"][skip:]).max(axis=1) > 1e-5) + skip
     stale = [e for e, k in enumerate(reference["first"]) if k in set(off.tolist())]
     assert not stale, f"episodes {stale} began on the last episode's latent state"
     assert not off.size, f"commands {off[:10].tolist()} differ from the run without ROS"
