@@ -167,17 +167,22 @@ def _sac_batch(n: int = 64) -> dict[str, torch.Tensor]:
     }
 
 
+def _trained_sac(batch: dict, n_real: int, steps: int, **cfg) -> SAC:
+    """A small SAC after ``steps`` updates on ``batch`` (the first ``n_real`` transitions real)."""
+    torch.manual_seed(0)
+    sac = SAC(AgentConfig(hidden=32, actor_layers=2, critic_layers=2, **cfg), 20, 3)
+    opt = sac.make_optimizers()
+    for _ in range(steps):
+        sac.update(batch, opt, n_real)
+    return sac
+
+
 def test_behaviour_term_pulls_the_actor_to_the_real_halfs_actions_only():
     batch = _sac_batch()
     n_real = 32
     result = {}
     for w in (0.0, 10.0):
-        torch.manual_seed(0)
-        cfg = AgentConfig(hidden=32, actor_layers=2, critic_layers=2, actor_lr=1e-3, bc_weight=w)
-        sac = SAC(cfg, 20, 3)
-        opt = sac.make_optimizers()
-        for _ in range(150):
-            sac.update(batch, opt, n_real)
+        sac = _trained_sac(batch, n_real, 150, actor_lr=1e-3, bc_weight=w)
         with torch.no_grad():
             mode = sac.actor.mode(batch["feat"])
         err = (mode - batch["action"]).square().sum(-1)
@@ -275,18 +280,13 @@ def test_conservative_term_lowers_q_off_the_logged_actions_of_the_real_half():
     probes = torch.rand(8, n_real, 3, generator=torch.Generator().manual_seed(1)) * 2 - 1
     result = {}
     for w in (0.0, 2.0):
-        torch.manual_seed(0)
-        cfg = AgentConfig(hidden=32, actor_layers=2, critic_layers=2, critic_lr=1e-3, cql_weight=w)
-        sac = SAC(cfg, 20, 3)
-        opt = sac.make_optimizers()
-        for _ in range(200):
-            metrics = sac.update(batch, opt, n_real)
-        assert ("agent/cql_gap" in metrics) == (w > 0)
+        sac = _trained_sac(batch, n_real, 200, critic_lr=1e-3, cql_weight=w)
         with torch.no_grad():
             feat = batch["feat"][:n_real]
             logged = sac.critic(feat, batch["action"][:n_real])[0]
             off = sac.critic(feat.expand(8, -1, -1), probes)[0].mean(0)
         result[w] = float((logged - off).mean())
+        assert ("agent/cql_gap" in sac.update(batch, sac.make_optimizers(), n_real)) == (w > 0)
     # Without the term the critic has no reason to prefer the logged actions; with it, they
     # stand clearly above random ones on the dataset's states.
     assert result[2.0] > 0.5 and result[2.0] > result[0.0] + 0.5, result
