@@ -145,11 +145,12 @@ class SAC(nn.Module):
             target = reward + c.discount * (1.0 - terminal) * next_v
         if c.cql_weight > 0:
             q1, q2, gap = self._conservative_q(feat, action, n_real)
+            conservative = {"agent/cql_gap": gap.detach()}
         else:
             q1, q2 = self._fwd["critic"](feat, action)
-        critic_loss = 0.5 * ((q1 - target).square().mean() + (q2 - target).square().mean())
-        if c.cql_weight > 0:
-            critic_loss = critic_loss + c.cql_weight * gap
+            gap, conservative = 0.0, {}
+        td = 0.5 * ((q1 - target).square().mean() + (q2 - target).square().mean())
+        critic_loss = td + c.cql_weight * gap
         opt["critic"].zero_grad(set_to_none=True)
         critic_loss.backward()
         nn.utils.clip_grad_norm_(self.critic.parameters(), c.grad_clip)
@@ -185,8 +186,7 @@ class SAC(nn.Module):
 
         _polyak(self.critic_target, self.critic, c.tau)
         self._update_ema()
-        out = {"agent/cql_gap": gap.detach()} if c.cql_weight > 0 else {}
-        return out | {
+        return conservative | {
             "agent/critic_loss": critic_loss.detach(),
             "agent/actor_loss": actor_loss.detach(),
             "agent/alpha": alpha,
