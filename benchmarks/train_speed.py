@@ -24,8 +24,9 @@ def measure(preset: str, model_updates: int, agent_updates: int, threads: int, d
 
     from lompo_core.agent.replay import LatentBuffer
     from lompo_core.agent.rollout import model_rollouts
-    from lompo_core.agent.sac import SAC
+    from lompo_core.agent.sac import SAC, speed_limit
     from lompo_core.config import resolve
+    from lompo_core.data.convert_config import COLLECT_MAX_SPEED
     from lompo_core.model.world_model import WorldModel
 
     cfg = resolve(preset, [f"threads={threads}", f"device={device}"])
@@ -66,7 +67,8 @@ def measure(preset: str, model_updates: int, agent_updates: int, threads: int, d
     sync()
     model_s = (time.perf_counter() - t0) / model_updates
 
-    sac = SAC(cfg.agent, wm.feat_dim, a_dim).to(dev)
+    drawer = {"unit": "m/s", "max": [COLLECT_MAX_SPEED] * a_dim}  # the drawer data's scaling
+    sac = SAC(cfg.agent, wm.feat_dim, a_dim, speed_limit(cfg.agent, drawer)).to(dev)
     aopt = sac.make_optimizers()
     n = 20_000
     buf = LatentBuffer(n, wm.feat_dim, a_dim, dev)

@@ -142,6 +142,13 @@ class AgentConfig:
     # bootstrap at the actor's action cannot climb where the data says nothing (0 = off).
     cql_weight: float = 0.0
     cql_samples: int = 4  # the reference draws 16; 4 keeps the policy phase's time on two cores
+    # The deployment's physical speed limit, inside the actor (0 = off: the whole [-1, 1] box, the
+    # reference): m/s on the norm of a linear velocity action, rad/s on each joint of a joint
+    # velocity one, as the runtime's controller limits them (its defaults are 0.5 and 1.0). The
+    # policy then learns the motion the robot will make: a policy trained in the box and slowed
+    # down by the controller meets another dynamics than the one it was trained in.
+    max_linear_speed: float = 0.0
+    max_joint_speed: float = 0.0
     # Polyak average of the actor's weights (0 = off; e.g. 0.999, a ~1,000-update window): the
     # acting policy (held-out signals, sim evaluation, export) is the average, which smooths the
     # swings between neighbouring checkpoints. Rollouts keep the learning actor.
@@ -354,6 +361,7 @@ def validate(cfg: Config) -> None:
         "model.cont_scale": m.cont_scale, "world.steps": w.steps, "agent.steps": a.steps,
         "agent.model_buffer_min": a.model_buffer_min, "agent.buffer_capacity": a.buffer_capacity,
         "data.cache_episodes": cfg.data.cache_episodes, "threads": cfg.threads,
+        "agent.max_linear_speed": a.max_linear_speed, "agent.max_joint_speed": a.max_joint_speed,
     }  # fmt: skip
     for key, value in not_negative.items():
         if value < 0:

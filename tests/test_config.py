@@ -53,6 +53,7 @@ def test_bad_values_are_refused(item):
         ("agent.discount=1", "must be in (0, 1)"),
         ("agent.tau=0", "agent.tau=0.0 must be > 0"),
         ("world.steps=-5", "world.steps=-5 must be >= 0"),
+        ("agent.max_linear_speed=-0.5", "agent.max_linear_speed=-0.5 must be >= 0"),
         ("log.every=0", "log.every=0 must be > 0"),
     ],
 )

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from lompo_core.agent import checkpoint
-from lompo_core.agent.sac import SAC
+from lompo_core.agent.sac import SAC, speed_limit
 from lompo_core.agent.select import checkpoint_signals
 from lompo_core.config import Config, _flatten, apply_overrides, validate
 from lompo_core.data.dataset import EpisodeDataset
@@ -38,9 +38,10 @@ LOMPO = [sys.executable, "-m", "lompo_core.cli"]
 def _policy_init_for(cfg: Config, state: dict, base: Path) -> dict:
     """The model-phase checkpoint with the variant's (not yet trained) networks: the base's
     initial weights wherever the shapes agree, so variants differ only in what they change."""
-    action_dim = len(json.loads((base / "dataset.json").read_text())["action"]["names"])
+    action = json.loads((base / "dataset.json").read_text())["action"]
     torch.manual_seed(cfg.seed)
-    sac = SAC(cfg.agent, cfg.model.stoch + cfg.model.deter, action_dim)
+    feat = cfg.model.stoch + cfg.model.deter
+    sac = SAC(cfg.agent, feat, len(action["names"]), speed_limit(cfg.agent, action))
     fresh, old = sac.state_dict(), state["sac"]
     for key, value in fresh.items():
         src = old.get(key, old.get(key.replace("actor_ema.", "actor.", 1)))

@@ -10,6 +10,8 @@ model rollouts, which the reference got from fixed action noise.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -17,15 +19,59 @@ from torch.nn import functional as F
 
 from lompo_core.config import AgentConfig
 from lompo_core.model.networks import mlp
+from lompo_core.runtime.controller import JOINT_UNIT, LINEAR_UNIT
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+# The actor stays this far inside the limit, so that the controller's own check (in float32
+# after the ONNX graph) never finds a policy action above it.
+SPEED_MARGIN = 1e-3
+
+
+class SpeedLimit(nn.Module):
+    """The deployment's physical speed limit in normalised action units, inside the actor: the
+    policy learns, and the critics and the model rollouts see, the motion the runtime's
+    controller lets through. An m/s action's Euclidean norm is scaled down to the limit (its
+    direction kept, as the controller does); a rad/s action's every axis is scaled so that its
+    joint stays within the limit."""
+
+    def __init__(self, unit: str, maxima: Sequence[float], limit: float) -> None:
+        super().__init__()
+        self.linear = unit == LINEAR_UNIT
+        m = torch.tensor([float(v) for v in maxima])
+        bound = limit * (1.0 - SPEED_MARGIN)
+        scale = m / bound if self.linear else (bound / m).clamp(max=1.0)
+        # Not persistent: it comes from the config and the dataset, not from checkpoints.
+        self.register_buffer("scale", scale, persistent=False)
+
+    def forward(self, action: torch.Tensor) -> torch.Tensor:
+        if self.linear:
+            return action / (action * self.scale).norm(dim=-1, keepdim=True).clamp(min=1.0)
+        return action * self.scale
+
+
+def speed_limit(cfg: AgentConfig, action: Mapping[str, Any]) -> SpeedLimit | None:
+    """The actor's speed limit for a dataset's action scaling (``names``, ``unit``, ``max``):
+    ``agent.max_linear_speed`` for m/s actions, ``agent.max_joint_speed`` for rad/s; None where
+    that value is 0 (the whole [-1, 1] box) or the unit has no limit in the runtime."""
+    limit = {LINEAR_UNIT: cfg.max_linear_speed, JOINT_UNIT: cfg.max_joint_speed}.get(
+        str(action.get("unit", "")), 0.0
+    )
+    return SpeedLimit(str(action["unit"]), action["max"], limit) if limit > 0 else None
 
 
 class Actor(nn.Module):
-    def __init__(self, feat_dim: int, action_dim: int, hidden: int, layers: int) -> None:
+    def __init__(
+        self,
+        feat_dim: int,
+        action_dim: int,
+        hidden: int,
+        layers: int,
+        speed: SpeedLimit | None = None,
+    ) -> None:
         super().__init__()
         self.action_dim = action_dim
         self.net = mlp(feat_dim, hidden, 2 * action_dim, layers)
+        self.speed = speed if speed is not None else nn.Identity()
 
     def _dist(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_std = self.net(feat).chunk(2, -1)
@@ -39,8 +85,10 @@ class Actor(nn.Module):
         generator: torch.Generator | None = None,
         deterministic: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """A reparameterised sample in [-1, 1] and its log-probability (tanh-corrected);
-        ``deterministic``: the mode, with no log-probability (a forward call, for DDP)."""
+        """A reparameterised sample in [-1, 1], within the speed limit, and its log-probability
+        (tanh-corrected; the limit's scaling is left out of it, as a clip would be, so the
+        entropy bonus reads the sample before the limit); ``deterministic``: the mode, with no
+        log-probability (a forward call, for DDP)."""
         if deterministic:
             action = self.mode(feat)
             return action, torch.zeros(action.shape[:-1], device=action.device)
@@ -52,11 +100,11 @@ class Actor(nn.Module):
         logp = (-0.5 * noise.square() - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
         # log|d tanh(u)/du| = 2 (log 2 - u - softplus(-2u)), the numerically stable form.
         logp = logp - (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
-        return action, logp
+        return self.speed(action), logp
 
     def mode(self, feat: torch.Tensor) -> torch.Tensor:
-        """The deterministic action used when acting: tanh of the mean."""
-        return torch.tanh(self._dist(feat)[0])
+        """The deterministic action used when acting: tanh of the mean, within the limit."""
+        return self.speed(torch.tanh(self._dist(feat)[0]))
 
 
 class TwinCritic(nn.Module):
@@ -82,17 +130,19 @@ class SAC(nn.Module):
     gradients are averaged across ranks, and uses the bare modules where no gradient is wanted.
     """
 
-    def __init__(self, cfg: AgentConfig, feat_dim: int, action_dim: int) -> None:
+    def __init__(
+        self, cfg: AgentConfig, feat_dim: int, action_dim: int, speed: SpeedLimit | None = None
+    ) -> None:
         super().__init__()
         self.cfg = cfg
-        self.actor = Actor(feat_dim, action_dim, cfg.hidden, cfg.actor_layers)
+        self.actor = Actor(feat_dim, action_dim, cfg.hidden, cfg.actor_layers, speed)
         critic = (feat_dim, action_dim, cfg.hidden, cfg.critic_layers, cfg.critic_norm)
         self.critic = TwinCritic(*critic)
         self.critic_target = TwinCritic(*critic)
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.critic_target.requires_grad_(False)
         if cfg.actor_ema > 0:
-            self.actor_ema = Actor(feat_dim, action_dim, cfg.hidden, cfg.actor_layers)
+            self.actor_ema = Actor(feat_dim, action_dim, cfg.hidden, cfg.actor_layers, speed)
             self.actor_ema.load_state_dict(self.actor.state_dict())
             self.actor_ema.requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(cfg.init_alpha)))

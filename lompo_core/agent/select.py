@@ -17,7 +17,7 @@ import torch
 from lompo_core.agent import checkpoint
 from lompo_core.agent.replay import LatentBuffer
 from lompo_core.agent.rollout import encode_episodes, latent_step, penalised_reward, penalty_offset
-from lompo_core.agent.sac import SAC, Actor
+from lompo_core.agent.sac import SAC, Actor, speed_limit
 from lompo_core.config import AgentConfig, Config
 from lompo_core.data.dataset import EpisodeDataset
 from lompo_core.errors import LompoError
@@ -145,7 +145,9 @@ def checkpoint_signals(path: Path, dataset: EpisodeDataset) -> dict[str, float]:
     wm = WorldModel(cfg.model, dataset.action_dim)
     wm.load_state_dict(state["world_model"])
     wm.eval()
-    sac = SAC(cfg.agent, wm.feat_dim, dataset.action_dim)
+    sac = SAC(
+        cfg.agent, wm.feat_dim, dataset.action_dim, speed_limit(cfg.agent, dataset.meta["action"])
+    )
     sac.load_state_dict(state["sac"])
     real = state["local"]["real"]
     buffer = LatentBuffer(len(real["feat"]), wm.feat_dim, dataset.action_dim, device)

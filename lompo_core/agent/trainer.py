@@ -27,7 +27,7 @@ from lompo_core.agent.rollout import (
     penalty_offset,
     transitions,
 )
-from lompo_core.agent.sac import SAC
+from lompo_core.agent.sac import SAC, speed_limit
 from lompo_core.agent.select import heldout_signals, holdout_split
 from lompo_core.config import LOWER_IS_BETTER, Config, differences, resolve
 from lompo_core.data.dataset import (
@@ -133,7 +133,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         a_dim = self.dataset.action_dim
         self.wm = WorldModel(cfg.model, a_dim).to(self.device)
-        self.sac = SAC(cfg.agent, self.wm.feat_dim, a_dim).to(self.device)
+        speed = speed_limit(cfg.agent, self.dataset.meta["action"])
+        self.sac = SAC(cfg.agent, self.wm.feat_dim, a_dim, speed).to(self.device)
         self.model_opt = torch.optim.Adam(self.wm.parameters(), lr=cfg.world.lr, eps=cfg.world.eps)
         self.agent_opt = self.sac.make_optimizers()
         self.wm_fwd = distributed.wrap(self.wm, self.dist, self.device)

@@ -88,7 +88,7 @@ def load_policy_step(
     action: names, unit, max), ``step`` (agent updates done), ``seed``, ``checkpoint`` (its path).
     """
     from lompo_core.agent import checkpoint
-    from lompo_core.agent.sac import Actor
+    from lompo_core.agent.sac import Actor, speed_limit
     from lompo_core.config import Config, differences
     from lompo_core.model.world_model import WorldModel
 
@@ -129,7 +129,8 @@ def load_policy_step(
     wm = WorldModel(cfg.model, action_dim)
     wm.load_state_dict(state["world_model"])
     feat = cfg.model.stoch + cfg.model.deter
-    actor = Actor(feat, action_dim, cfg.agent.hidden, cfg.agent.actor_layers)
+    speed = speed_limit(cfg.agent, dataset["action"])
+    actor = Actor(feat, action_dim, cfg.agent.hidden, cfg.agent.actor_layers, speed)
     # The acting policy: the weight average where the run kept one (agent.actor_ema).
     prefix = "actor_ema." if cfg.agent.actor_ema > 0 else "actor."
     actor.load_state_dict(

@@ -1,5 +1,6 @@
 """The latent data the policy learns from: window sampling, the penalty, its offset, the reward
-bound, the behaviour and conservative terms and the held-out selection signals."""
+bound, the behaviour and conservative terms, the actor's speed limit and the held-out selection
+signals."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from lompo_core.agent.rollout import (
     model_rollouts,
     penalty_offset,
 )
-from lompo_core.agent.sac import SAC, Actor
+from lompo_core.agent.sac import SAC, Actor, speed_limit
 from lompo_core.agent.select import heldout_signals, imagined_success
 from lompo_core.config import AgentConfig, ModelConfig
 from lompo_core.data.dataset import EpisodeDataset
@@ -355,3 +356,47 @@ def test_behaviour_term_on_successes_reads_only_the_successful_episodes_transiti
         result[only] = (float(err[: n // 4].mean()), float(err[n // 4 :].mean()))
     assert result[True][0] < 0.5 * result[True][1], result  # successes learnt, the rest not
     assert result[True][0] < result[False][0], result
+
+
+def test_speed_limit_scales_as_the_controller_does():
+    """m/s: the physical norm is scaled down to the limit, the direction kept, a slower action
+    left alone; rad/s: each joint within the limit; 0 or a unit the runtime cannot limit: off."""
+    from lompo_core.actions import ActionScaling
+    from lompo_core.runtime import Controller, ControllerConfig
+    from lompo_core.runtime.result import RuntimeResult
+
+    linear = {"names": ["x", "y", "z"], "unit": "m/s", "max": [0.8, 0.8, 0.4]}
+    limit = speed_limit(AgentConfig(max_linear_speed=0.5), linear)
+    fast, slow = torch.tensor([1.0, -1.0, 1.0]), torch.tensor([0.3, 0.0, -0.2])
+    scale = torch.tensor(linear["max"])
+    out = limit(torch.stack([fast, slow]))
+    assert (out[0] * scale).norm() == pytest.approx(0.5, rel=2e-3)
+    assert (out[0] * scale).norm() < 0.5
+    assert torch.allclose(out[0] / out[0].norm(), fast / fast.norm())
+    assert torch.equal(out[1], slow)
+    # The controller with the same limit finds nothing to slow down in what the actor gives.
+    scaling = ActionScaling(("x", "y", "z"), "m/s", tuple(linear["max"]))
+    c = Controller(ControllerConfig(max_linear_speed=0.5), scaling, float("inf"))
+    for action in limit(torch.rand(64, 3) * 2 - 1).numpy():
+        result = RuntimeResult(ok=True, reason="ok", action=action, uncertainty=0.0)
+        decision = c.on_result(result, 0.0)
+        assert decision.reason == "ok" and not decision.intervened, decision.reason
+
+    joint = {"names": ["a", "b"], "unit": "rad/s", "max": [2.0, 0.5]}
+    out = speed_limit(AgentConfig(max_joint_speed=1.0), joint)(torch.tensor([[1.0, -1.0]]))
+    assert torch.allclose(out, torch.tensor([[0.5 * (1 - 1e-3), -1.0]]))
+    assert speed_limit(AgentConfig(), linear) is None
+    assert speed_limit(AgentConfig(max_linear_speed=0.5), linear | {"unit": ""}) is None
+
+
+def test_actor_samples_and_mode_are_within_the_limit_and_learn_through_it():
+    cfg = {"unit": "m/s", "max": [0.8, 0.8, 0.8]}
+    torch.manual_seed(0)
+    actor = Actor(20, 3, 16, 2, speed_limit(AgentConfig(max_linear_speed=0.2), cfg))
+    feat = torch.randn(256, 20) * 3
+    sample, logp = actor(feat)
+    assert torch.isfinite(logp).all()
+    for action in (sample, actor.mode(feat)):
+        assert ((action * 0.8).norm(dim=-1) <= 0.2).all()
+    sample.sum().backward()  # the actor's loss reaches its weights through the limit
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in actor.parameters())

@@ -276,3 +276,35 @@ def test_the_gate_lets_the_training_data_through_and_holds_a_covered_camera(poli
     reasons = [c.on_result(rt.step(black), 10 + 0.1 * t).reason for t in range(3)]
     assert not reasons[0].startswith("hold: out of distribution"), reasons
     assert all(r.startswith("hold: out of distribution") for r in reasons[1:]), reasons
+
+
+def test_a_speed_limited_run_exports_a_policy_the_controller_lets_through(trained, tmp_path):
+    """agent.max_linear_speed inside the actor reaches the ONNX graph: trained with a limit below
+    the data's speeds, the exported policy's commands stay within it, some at it, and the
+    controller with the same limit never slows one down."""
+    from lompo_core.agent.trainer import train
+    from lompo_core.runtime import Controller, ControllerConfig
+
+    limit = 0.004  # m/s; the debug run's policy asks for ~0.01 without a limit
+    run = train(
+        trained[0],
+        tmp_path / "run",
+        "debug",
+        ["log.progress=false", f"agent.max_linear_speed={limit}"],
+    )
+    out = tmp_path / "policy"
+    assert main(["export", str(run), "--out", str(out)]) == 0
+    rt = PolicyRuntime(out)
+    c = Controller(
+        ControllerConfig(max_linear_speed=limit, uncertainty_threshold=float("inf")),
+        rt.action_scaling,
+        rt.uncertainty_threshold,
+        {name: float("inf") for name in rt.signal_thresholds},
+    )
+    norms, reasons = [], []
+    for t, image in enumerate(EpisodeDataset(trained[0]).load(0)["image"]):
+        result = rt.step(image)
+        norms.append(float(np.linalg.norm(rt.action_scaling.to_physical(result.action))))
+        reasons.append(c.on_result(result, 0.1 * t).reason)
+    assert max(norms) <= limit and max(norms) > 0.99 * limit, norms
+    assert not [r for r in reasons if "speed limited" in r], reasons
