@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from lompo_core.errors import LompoError
@@ -61,6 +62,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=150,
         help="time limit in control steps (default: %(default)s)",
     )
+    p.add_argument(
+        "--max-linear-speed",
+        type=float,
+        default=None,
+        help="m/s: scale each command's norm down to this before it is sent and recorded, as "
+        "policy_node's controller does (its default is 0.5); default: the sim's whole range, "
+        "0.8 m/s per axis",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace bags that already exist")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -70,6 +79,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.episodes < 1:
         raise LompoError("--episodes must be at least 1")
+    speed = args.max_linear_speed
+    if speed is not None and not (math.isfinite(speed) and speed > 0):
+        raise LompoError(f"--max-linear-speed must be a number > 0, got {speed}")
     records = collect(
         args.policy,
         args.episodes,
@@ -81,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         max_steps=args.max_steps,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        max_linear_speed=speed,
     )
     n_ok = sum(r.success for r in records)
     print(

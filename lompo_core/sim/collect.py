@@ -52,8 +52,11 @@ def record_episode(
     storage: str = "mcap",
     distro: str = "jazzy",
     start_ns: int = BASE_STAMP_NS,
+    max_linear_speed: float | None = None,
 ) -> EpisodeRecord:
-    """Run one seeded episode and write it to ``bag_path`` (a rosbag2 folder) atomically."""
+    """Run one seeded episode and write it to ``bag_path`` (a rosbag2 folder) atomically.
+    ``max_linear_speed`` (m/s): each command's norm is scaled down to it before it is sent and
+    recorded, as the policy node's controller does; None: the sim's whole range."""
     from rosbags.rosbag2 import Writer
 
     ts = m.typestore(distro)
@@ -85,7 +88,7 @@ def record_episode(
                 first_success = k
             if step.terminal or step.truncated:
                 break
-            action = policy.act(step.state)
+            action = _within(policy.act(step.state), sim.action_scaling, max_linear_speed)
             t_cmd = t + dt_ns // 4
             twist = kit.twist_stamped(sim.action_scaling.to_physical(action), t_cmd)
             writer.write(conn_cmd, t_cmd, ts.serialize_cdr(twist, m.TWIST_STAMPED_TYPE))
@@ -96,6 +99,14 @@ def record_episode(
         tmp.parent.rmdir()
     name = getattr(policy, "current", policy.name)
     return EpisodeRecord(bag_path.name, seed, name, k, first_success is not None, first_success)
+
+
+def _within(action: np.ndarray, scaling, limit: float | None) -> np.ndarray:
+    """``action`` scaled down so that its physical command's norm is at most ``limit``."""
+    norm = float(np.linalg.norm(scaling.to_physical(action)))
+    if limit is None or norm <= limit:
+        return action
+    return (action * (limit / norm)).astype(np.float32)
 
 
 def collect(
@@ -109,8 +120,10 @@ def collect(
     max_steps: int = 150,
     overwrite: bool = False,
     progress: bool = True,
+    max_linear_speed: float | None = None,
 ) -> list[EpisodeRecord]:
-    """Record ``episodes`` episodes with seeds ``seed .. seed+episodes-1`` into ``out``."""
+    """Record ``episodes`` episodes with seeds ``seed .. seed+episodes-1`` into ``out``, the
+    commands limited to ``max_linear_speed`` m/s (None: the sim's whole range)."""
     from tqdm import tqdm
 
     from lompo_core.sim.drawer import DrawerCloseSim
@@ -136,7 +149,9 @@ def collect(
                 shutil.rmtree(out / name)
             # Episodes sit one after another on the clock, one second apart.
             start = BASE_STAMP_NS + int((seed + i) * (max_steps + 1 + 1 / dt_s) * dt_s * 1e9)
-            rec = record_episode(sim, policy, seed + i, out / name, storage, distro, start)
+            rec = record_episode(
+                sim, policy, seed + i, out / name, storage, distro, start, max_linear_speed
+            )
             records.append(rec)
             bar.set_postfix(success=f"{np.mean([r.success for r in records]):.0%}")
     finally:
@@ -148,6 +163,7 @@ def collect(
         "image_size": image_size,
         "control_rate_hz": sim.control_rate_hz,
         "action_scaling": sim.action_scaling.as_dict(),
+        "max_linear_speed": max_linear_speed,
         "episodes": [r.__dict__ for r in records],
     }
     atomic_write_bytes(out / f"collect_{seed:06d}.json", json.dumps(summary, indent=2).encode())

@@ -59,6 +59,22 @@ def test_collect_refuses_to_overwrite_and_writes_a_summary(tmp_path):
     assert not (tmp_path / ".partial").exists()
 
 
+def test_collect_limits_and_records_the_command_speed(tmp_path):
+    """--max-linear-speed: the commands sent and recorded are scaled down to the limit, as the
+    policy node's controller would; the scripted expert, which asks for more, still succeeds."""
+    records = collect("expert", 1, tmp_path, seed=7, progress=False, max_linear_speed=0.5)
+    assert records[0].success
+    with AnyReader([tmp_path / records[0].bag], default_typestore=m.typestore("jazzy")) as reader:
+        norms = [
+            np.linalg.norm([(msg := reader.deserialize(raw, c.msgtype)).twist.linear.x,
+                            msg.twist.linear.y, msg.twist.linear.z])
+            for c, _, raw in reader.messages()
+            if c.topic == m.COMMAND_TOPIC
+        ]  # fmt: skip
+    assert max(norms) <= 0.5 + 1e-6 and max(norms) > 0.499, max(norms)
+    assert json.loads((tmp_path / "collect_000007.json").read_text())["max_linear_speed"] == 0.5
+
+
 def test_cli_collect_larger_images(tmp_path):
     out = tmp_path / "bags"
     proc = subprocess.run(
