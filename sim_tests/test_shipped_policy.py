@@ -29,3 +29,22 @@ def test_shipped_policy_is_small_and_documented(shipped_policy):
     assert sidecar["training"]["config"] and sidecar["dataset"]["hash"]
     assert sidecar["code_version"]["git_commit"]
     assert (shipped_policy / "eval.json").is_file(), "the shipped policy's 50-episode report"
+
+
+def test_eval_measures_at_a_chosen_speed_limit_and_says_when_it_slows_the_policy(
+    shipped_policy, tmp_path, capsys
+):
+    """The shipped policy was trained on 0.8 m/s per axis (1.39 m/s at most): at the node's
+    default 0.5 m/s lompo eval warns, as policy_node logs at load; at 2 m/s it does not."""
+    from lompo_core.cli import main
+
+    args = ["eval", str(shipped_policy), "--episodes", "1", "--max-steps", "5", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "slow")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: max_linear_speed 0.5 m/s is below the 1.39 m/s" in err
+    report = json.loads((tmp_path / "slow" / "eval.json").read_text())
+    assert report["intervention_reasons"].get("speed limited") and report["warnings"]
+    assert main([*args, "--out", str(tmp_path / "fast"), "--max-linear-speed", "2"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    report = json.loads((tmp_path / "fast" / "eval.json").read_text())
+    assert "speed limited" not in report["intervention_reasons"] and not report["warnings"]

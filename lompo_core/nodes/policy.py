@@ -200,6 +200,31 @@ class PolicyOutputs:
     result: RuntimeResult
 
 
+def speed_warning(runtime: PolicyRuntime, max_linear_speed: float) -> str | None:
+    """A line for the log where ``max_linear_speed`` is below the speed the policy was trained to
+    command: the controller then slows it down, and a slower arm is another dynamics than the one
+    it learnt (docs/export-and-runtime.md). The trained speed is the run's
+    ``agent.max_linear_speed`` (from the sidecar, read only for this line), else the norm of
+    ``action.max``."""
+    scaling = runtime.action_scaling
+    if scaling.unit != "m/s":
+        return None
+    agent = runtime.sidecar.get("training", {}).get("config", {}).get("agent", {})
+    trained = agent.get("max_linear_speed") if isinstance(agent, Mapping) else None
+    if isinstance(trained, (int, float)) and math.isfinite(trained) and trained > 0:
+        source = "its agent.max_linear_speed"
+    else:
+        trained, source = float(np.linalg.norm(scaling.max_speed)), "the norm of its action.max"
+    if max_linear_speed >= trained * (1 - 1e-6):
+        return None
+    return (
+        f"max_linear_speed {max_linear_speed:g} m/s is below the {trained:.2f} m/s the policy was "
+        f"trained to command ({source}): the arm moves more slowly than in training, which can "
+        "lower its success; train on data recorded within the limit (lompo collect "
+        "--max-linear-speed, agent.max_linear_speed)"
+    )
+
+
 @dataclass
 class PolicyCore:
     """policy_node's behaviour: image in; command, uncertainty, debug image, diagnostics out.
@@ -219,6 +244,8 @@ class PolicyCore:
     # The image signals of the last step (nan: none yet, a failed step, or a policy without them).
     last_signals: dict[str, float] = field(default_factory=dict)
     resets: int = 0
+    # Doubts accepted at load, one line each, for the node to log: the runtime's and the speed's.
+    warnings: list[str] = field(default_factory=list)
     # Whether the last command sent asked for motion: the watchdog only needs to stop a moving
     # arm, and a zero sent into silence would be taken as an answer by a lockstep sim.
     moving: bool = False
@@ -246,7 +273,9 @@ class PolicyCore:
                 f"{params.model_path}: servo_twist sends a 3-d linear velocity but the policy has "
                 f"{runtime.action_dim} actions; set command_interface to joint_group"
             )
-        return cls(runtime, controller, kit, params)
+        speed = speed_warning(runtime, params.max_linear_speed)
+        warnings = [*runtime.warnings, *([speed] if speed else [])]
+        return cls(runtime, controller, kit, params, warnings=warnings)
 
     def _command(self, decision: Decision, now_ns: int) -> Any:
         self.moving = bool(np.any(decision.command != 0))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+import sys
 from pathlib import Path
 
 HELP = (
@@ -15,6 +17,7 @@ EXAMPLE = "lompo eval models/drawer_close --episodes 50 --seed 1000 --out eval/ 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from lompo_core.nodes.policy import PolicyNodeParams
     from lompo_core.sim.shifts import SHIFTS
 
     p.add_argument("policy", type=Path, help="exported policy folder (from lompo export)")
@@ -59,6 +62,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=10,
         help="the episode step the shift starts at (default: %(default)s)",
     )
+    p.add_argument(
+        "--max-linear-speed",
+        type=float,
+        default=PolicyNodeParams.max_linear_speed,
+        help="m/s: the controller's speed limit, policy_node's max_linear_speed (default: "
+        "%(default)s, the node's); a deployment measures at its own",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -70,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
         raise LompoError("--video needs --out DIR to write rollout.gif into")
     if args.shift_onset < 0:
         raise LompoError(f"--shift-onset must be >= 0, got {args.shift_onset}")
+    if not (math.isfinite(args.max_linear_speed) and args.max_linear_speed > 0):
+        raise LompoError(f"--max-linear-speed must be a number > 0, got {args.max_linear_speed}")
     report = evaluate(
         args.policy,
         args.episodes,
@@ -82,7 +94,10 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         shift=args.shift,
         shift_onset=args.shift_onset,
+        node_params={"max_linear_speed": args.max_linear_speed},
     )
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(report.summary())
     if args.out is not None:
         print(

@@ -54,6 +54,9 @@ class EvalReport:
     sidecar: dict[str, Any] = field(default_factory=dict)
     # The out-of-distribution gate's view of the run: see ood_summary.
     ood: dict[str, Any] = field(default_factory=dict)
+    # What policy_node would log at load (PolicyCore.warnings), e.g. a speed limit below the
+    # policy's trained speed.
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         lo, hi = self.success_ci95
@@ -382,6 +385,7 @@ def evaluate(
         wall_time_s=time.perf_counter() - t_start,
         per_episode=results,
         sidecar=sidecar,
+        warnings=[] if policy_dir is None else list(side.core.warnings),
         ood=ood_summary(
             frames_seen,
             shift,

@@ -257,3 +257,24 @@ def test_the_deployers_limits_and_pin_reach_the_runtime(policy_dir, kit):
         _core(policy_dir, kit, expected_sha256="0" * 64)
     with pytest.raises(LompoError, match="action_max_ceiling"):
         _core(policy_dir, kit, action_max_ceiling=0.01)
+
+
+def test_a_speed_limit_below_the_trained_speed_is_logged_at_load(policy_dir, kit):
+    """The controller slowing the policy down is said once, at load: against the norm of
+    action.max for a policy trained in the whole box, against agent.max_linear_speed for one
+    trained within a limit; at or above it, nothing."""
+    from lompo_core.nodes.policy import speed_warning
+
+    core, _ = _core(policy_dir, kit)  # the node's default, 0.5 m/s
+    fastest = float(np.linalg.norm(core.runtime.action_scaling.max_speed))
+    assert fastest < 0.5 and not core.warnings
+    core, _ = _core(policy_dir, kit, max_linear_speed=0.5 * fastest)
+    (line,) = [w for w in core.warnings if "max_linear_speed" in w]
+    assert f"below the {fastest:.2f} m/s" in line and "norm of its action.max" in line
+    rt = core.runtime
+    rt.sidecar = {**rt.sidecar, "training": {"config": {"agent": {"max_linear_speed": 0.04}}}}
+    assert speed_warning(rt, 0.04) is None
+    line = speed_warning(rt, 0.03) or ""
+    assert "below the 0.04 m/s" in line and "agent.max_linear_speed" in line
+    rt.sidecar["training"]["config"]["agent"]["max_linear_speed"] = "fast"  # not a number
+    assert "norm of its action.max" in (speed_warning(rt, 0.03) or "")

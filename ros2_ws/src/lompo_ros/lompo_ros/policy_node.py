@@ -111,7 +111,7 @@ class PolicyNode(Node):
         self._uncertainty_pub = self.create_lifecycle_publisher(Float32, "~/uncertainty", 10)
         self._debug_pub = self.create_lifecycle_publisher(Image, "~/debug_image", 1)
         sidecar = self.core.runtime.sidecar
-        for warning in self.core.runtime.warnings:
+        for warning in self.core.warnings:
             self.get_logger().warn(warning)
         self.get_logger().info(
             f"loaded {params.model_path} (code {sidecar.get('code_version', '?')}); commands: "
