@@ -220,8 +220,8 @@ def speed_warning(runtime: PolicyRuntime, max_linear_speed: float) -> str | None
     return (
         f"max_linear_speed {max_linear_speed:g} m/s is below the {trained:.2f} m/s the policy was "
         f"trained to command ({source}): the arm moves more slowly than in training, which can "
-        "lower its success; train on data recorded within the limit (lompo collect "
-        "--max-linear-speed, agent.max_linear_speed)"
+        "lower its success; where it is safe, serve it at its data's speed, else train on data "
+        "recorded within the limit (docs/training.md)"
     )
 
 
