@@ -206,12 +206,16 @@ def speed_warning(runtime: PolicyRuntime, max_linear_speed: float) -> str | None
     it learnt (docs/export-and-runtime.md). The trained speed is the run's
     ``agent.max_linear_speed`` (from the sidecar, read only for this line), else the norm of
     ``action.max``."""
+    from lompo_core.runtime.controller import LINEAR_UNIT
+
     scaling = runtime.action_scaling
-    if scaling.unit != "m/s":
+    if scaling.unit != LINEAR_UNIT:
         return None
-    agent = runtime.sidecar.get("training", {}).get("config", {}).get("agent", {})
-    trained = agent.get("max_linear_speed") if isinstance(agent, Mapping) else None
-    if isinstance(trained, (int, float)) and math.isfinite(trained) and trained > 0:
+    node: Any = runtime.sidecar
+    for key in ("training", "config", "agent", "max_linear_speed"):
+        node = node.get(key) if isinstance(node, Mapping) else None
+    trained = node if isinstance(node, (int, float)) and not isinstance(node, bool) else None
+    if trained is not None and math.isfinite(trained) and trained > 0:
         source = "its agent.max_linear_speed"
     else:
         trained, source = float(np.linalg.norm(scaling.max_speed)), "the norm of its action.max"
