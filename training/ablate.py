@@ -1,6 +1,7 @@
 """Policy-phase variants on one trained world model, every agent checkpoint evaluated afterwards.
 
     python training/ablate.py BASE_RUN NAME [key=value ...] [--episodes 20] [--seed 2000]
+        [--max-linear-speed M]
 
 BASE_RUN is a `lompo train --preset cpu` run (with log.keep_checkpoints high enough to keep its
 last model-phase checkpoint). NAME's run folder, beside it, starts from that checkpoint with the
@@ -94,7 +95,14 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=2000)
     p.add_argument("--min-step", type=int, default=0, help="evaluate agent checkpoints from here")
     p.add_argument("--dataset", type=Path, default=Path("runs/dataset"))
+    p.add_argument(
+        "--max-linear-speed", type=float, help="m/s, lompo eval's limit (default: the node's)"
+    )
     args = p.parse_args()
+    speed = (
+        [] if args.max_linear_speed is None else ["--max-linear-speed", str(args.max_linear_speed)]
+    )
+    suffix = "" if args.max_linear_speed is None else f"-v{args.max_linear_speed:g}"
     run = args.base.parent / args.name if args.name != "." else args.base
     model_steps = branch(args.base, run, args.overrides) if run != args.base else None
     saved = read_yaml(run / "config.yaml", "run config")
@@ -108,17 +116,20 @@ def main() -> int:
         if agent_step <= max(args.min_step - 1, 0):
             continue
         out = run / "ablation" / f"{agent_step:06d}"
-        policy, ev = out / "policy", out / f"eval-s{args.seed}-n{args.episodes}"
+        policy, ev = out / "policy", out / f"eval-s{args.seed}-n{args.episodes}{suffix}"
         if not (ev / "eval.json").is_file():
             subprocess.run(
                 [*LOMPO, "export", str(run), "--out", str(policy), "--checkpoint", str(ckpt),
                  "--overwrite"], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
             subprocess.run(
                 [*LOMPO, "eval", str(policy), "--episodes", str(args.episodes), "--seed",
-                 str(args.seed), "--out", str(ev), "--quiet"], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+                 str(args.seed), "--out", str(ev), "--quiet", *speed], check=True,
+                stdout=subprocess.DEVNULL)  # fmt: skip
         res = json.loads((ev / "eval.json").read_text())
         row = {"agent_step": agent_step, "success": res["success_rate"]}
         row |= {"episodes": res["episodes"], "seed": args.seed} | checkpoint_signals(ckpt, dataset)
+        if args.max_linear_speed is not None:
+            row["max_linear_speed"] = args.max_linear_speed
         rows.append(row)
         print(json.dumps(row), flush=True)
     (run / "ablation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
