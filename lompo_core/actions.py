@@ -26,5 +26,13 @@ class ActionScaling:
     def to_normalised(self, command: np.ndarray) -> np.ndarray:
         return np.asarray(command, np.float64) / np.asarray(self.max_speed)
 
+    def within_norm(self, action: np.ndarray, limit: float, margin: float = 0.0) -> np.ndarray:
+        """``action``, scaled down to ``limit * (1 - margin)`` where its physical command's
+        Euclidean norm is above ``limit`` (the direction kept), else unchanged: how the
+        controller limits an m/s command, and how ``lompo collect`` records one."""
+        command = self.to_physical(action)
+        norm = float(np.sqrt(np.sum(command * command)))
+        return action * (limit / norm * (1 - margin)) if norm > limit else action
+
     def as_dict(self) -> dict:
         return {"names": list(self.names), "unit": self.unit, "max": list(self.max_speed)}

@@ -410,14 +410,11 @@ class Controller:
 
     def _speed_limited(self, action: np.ndarray) -> np.ndarray:
         """The normalised action whose physical command is within the physical speed limit."""
-        command = action * self._maxima
         if self.action_scaling.unit == LINEAR_UNIT:
-            norm = float(np.sqrt(np.sum(command * command)))
-            if norm > self._speed_limit:
-                # Scale the whole vector: the arm keeps its direction, only slower. The 1e-6
-                # margin keeps the norm under the limit after the float32 rounding of the action.
-                return action * (self._speed_limit / norm * (1 - _MARGIN))
-            return action
+            # Scale the whole vector: the arm keeps its direction, only slower. The 1e-6 margin
+            # keeps the norm under the limit after the float32 rounding of the action.
+            return self.action_scaling.within_norm(action, self._speed_limit, _MARGIN)
+        command = action * self._maxima
         limit = self._speed_limit * (1 - _MARGIN)
         return np.clip(command, -limit, limit) / self._maxima
 

@@ -88,7 +88,9 @@ def record_episode(
                 first_success = k
             if step.terminal or step.truncated:
                 break
-            action = _within(policy.act(step.state), sim.action_scaling, max_linear_speed)
+            action = policy.act(step.state)
+            if max_linear_speed is not None:
+                action = sim.action_scaling.within_norm(action, max_linear_speed)
             t_cmd = t + dt_ns // 4
             twist = kit.twist_stamped(sim.action_scaling.to_physical(action), t_cmd)
             writer.write(conn_cmd, t_cmd, ts.serialize_cdr(twist, m.TWIST_STAMPED_TYPE))
@@ -99,14 +101,6 @@ def record_episode(
         tmp.parent.rmdir()
     name = getattr(policy, "current", policy.name)
     return EpisodeRecord(bag_path.name, seed, name, k, first_success is not None, first_success)
-
-
-def _within(action: np.ndarray, scaling, limit: float | None) -> np.ndarray:
-    """``action`` scaled down so that its physical command's norm is at most ``limit``."""
-    norm = float(np.linalg.norm(scaling.to_physical(action)))
-    if limit is None or norm <= limit:
-        return action
-    return (action * (limit / norm)).astype(np.float32)
 
 
 def collect(
