@@ -72,6 +72,10 @@ class WorldConfig:
     lr: float = 6e-4
     eps: float = 1e-7
     grad_clip: float = 100.0
+    # The held-out open-loop check at every model checkpoint (select.open_loop_success): a
+    # start every `check_stride` steps of each held-out episode, `check_samples` imaginations.
+    check_stride: int = 10
+    check_samples: int = 8
 
 
 @dataclass
@@ -405,6 +409,10 @@ def validate(cfg: Config) -> None:
             "agent.select_success_horizon must be >= 0 and agent.select_success_samples >= 1",
         ),
         (cfg.agent.horizon >= 1, "agent.horizon must be at least 1"),
+        (
+            cfg.world.check_stride >= 1 and cfg.world.check_samples >= 1,
+            "world.check_stride and world.check_samples must be at least 1",
+        ),
         (0.0 <= cfg.data.holdout < 1.0, "data.holdout must be in [0, 1)"),
         (cfg.log.figure_context < cfg.log.figure_length, "log.figure_context < figure_length"),
     ]

@@ -124,6 +124,65 @@ def imagined_success(
     return float(success.mean())
 
 
+@torch.no_grad()
+def open_loop_success(
+    wm: WorldModel,
+    dataset: EpisodeDataset,
+    episodes: list[int],
+    stride: int,
+    samples: int,
+    chunk: int,
+    penalty: str,
+) -> dict[str, float]:
+    """Whether the world model foresees the held-out episodes' outcomes from their logged actions.
+
+    From the posterior state at every ``stride``-th step of each episode, ``samples`` open-loop
+    imaginations (a random prior head per step from a fixed seed) replay the episode's own
+    remaining actions; the continuation head's terminal probability, accumulated, is the
+    imagined chance of success by the episode's end, compared with what really happened (the
+    data ends an episode at its success). A model that imagines failed action sequences
+    succeeding is one a policy will exploit, and the ensemble's disagreement does not show it
+    (all heads share the error):
+
+    - ``heldout/open_loop_brier``: the mean squared error of that chance against the outcome;
+    - ``heldout/false_success``: its mean over the failed episodes' starts;
+    - ``heldout/true_success``: its mean over the successful episodes' starts.
+
+    A value without episodes to average (no failed held-out episode, say) is left out.
+    """
+    device = next(wm.parameters()).device
+    g = torch.Generator(device="cpu").manual_seed(2)
+    err, false_p, true_p = [], [], []
+    for i in episodes:
+        ep = dataset.load(i)
+        t_len = len(ep["image"])
+        if t_len < 2:
+            continue
+        image = torch.as_tensor(ep["image"], device=device)
+        action = torch.as_tensor(ep["action"], device=device)
+        post = wm.encode_episode(image, action, chunk, sample=False)
+        starts = torch.arange(0, t_len - 1, stride, device=device).repeat_interleave(samples)
+        state = State(post.stoch[starts], post.deter[starts])
+        alive = torch.ones(len(starts), device=device)
+        success = torch.zeros(len(starts), device=device)
+        for j in range(1, t_len):
+            t = starts + j
+            live = (t < t_len).float()
+            a = action[t.clamp(max=t_len - 1)]
+            heads = torch.randint(wm.rssm.heads, (len(starts),), generator=g).to(device)
+            state, _ = latent_step(wm, state, a, penalty, heads)
+            p_end = (1.0 - wm.cont_prob(state.feat())) * live
+            success += alive * p_end
+            alive = alive * (1.0 - p_end)
+        p = success.view(-1, samples).mean(1)
+        outcome = float(dataset.episodes[i].success)
+        err.append((p - outcome).square())
+        (true_p if outcome else false_p).append(p)
+
+    out = {"open_loop_brier": err, "false_success": false_p, "true_success": true_p}
+    return {f"heldout/{k}": float(torch.cat(v).mean()) for k, v in out.items() if v}
+
+
 def holdout_split(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """The held-out and the training episode indices of a run: a ``fraction`` of the ``n``
     episodes (at least one, and one left to train, where ``fraction`` > 0), drawn by ``seed``."""

@@ -28,7 +28,7 @@ from lompo_core.agent.rollout import (
     transitions,
 )
 from lompo_core.agent.sac import SAC, speed_limit
-from lompo_core.agent.select import heldout_signals, holdout_split
+from lompo_core.agent.select import heldout_signals, holdout_split, open_loop_success
 from lompo_core.config import LOWER_IS_BETTER, Config, differences, resolve
 from lompo_core.data.dataset import (
     EpisodeDataset,
@@ -429,10 +429,20 @@ class Trainer:
                 rows,
                 self.cfg.log.figure_context,
             )
+            metrics = {"heldout/" + k.split("/", 1)[1]: float(v) for k, v in m.items()}
+            if self.holdout:
+                w = self.cfg.world
+                metrics |= open_loop_success(
+                    self.wm,
+                    self.dataset,
+                    self.holdout,
+                    w.check_stride,
+                    w.check_samples,
+                    self.cfg.agent.encode_chunk,
+                    self.cfg.agent.penalty,
+                )
             self.wm.train()
-        self._write_metrics(
-            "model", {"heldout/" + k.split("/", 1)[1]: float(v) for k, v in m.items()}
-        )
+        self._write_metrics("model", metrics)
 
     def _start_agent(self) -> None:
         c = self.cfg.agent

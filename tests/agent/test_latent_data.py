@@ -18,7 +18,7 @@ from lompo_core.agent.rollout import (
     penalty_offset,
 )
 from lompo_core.agent.sac import SAC, Actor, speed_limit
-from lompo_core.agent.select import heldout_signals, imagined_success
+from lompo_core.agent.select import heldout_signals, imagined_success, open_loop_success
 from lompo_core.config import AgentConfig, ModelConfig
 from lompo_core.data.dataset import EpisodeDataset
 from lompo_core.model.rssm import State
@@ -244,6 +244,33 @@ def test_imagined_success_accumulates_the_terminal_probability_from_episode_star
         wm.cont[-1].weight.zero_()
         wm.cont[-1].bias.fill_(-30.0)
     assert heldout_signals(wm, sac, buf, cfg, 0.0)["offline/model_success"] == pytest.approx(1.0)
+
+
+def test_open_loop_success_scores_the_imagined_outcome_of_the_logged_actions(tiny_dataset):
+    wm, _ = _model()
+    ds = EpisodeDataset(tiny_dataset)
+    episodes = [0, 1, 2, 3]  # the tiny data alternate success and failure
+    with torch.no_grad():  # a continuation head that predicts success with p = 0.1 every step
+        wm.cont[-1].weight.zero_()
+        wm.cont[-1].bias.fill_(float(torch.logit(torch.tensor(0.9))))
+    m = open_loop_success(wm, ds, episodes, stride=5, samples=2, chunk=64, penalty="log_prob")
+    assert m == open_loop_success(wm, ds, episodes, 5, 2, 64, "log_prob")  # deterministic
+    # From step k of an episode of T frames, T - 1 - k imagined steps of the logged actions.
+    p, y = [], []
+    for i in episodes:
+        t_len = int(ds.lengths[i])
+        for k in range(0, t_len - 1, 5):
+            p.append(1 - 0.9 ** (t_len - 1 - k))
+            y.append(float(ds.episodes[i].success))
+    p_t, y_t = torch.tensor(p), torch.tensor(y)
+    assert m["heldout/open_loop_brier"] == pytest.approx(float((p_t - y_t).square().mean()), 1e-5)
+    assert m["heldout/false_success"] == pytest.approx(float(p_t[y_t == 0].mean()), 1e-5)
+    assert m["heldout/true_success"] == pytest.approx(float(p_t[y_t == 1].mean()), 1e-5)
+    with torch.no_grad():  # a model that foresees success after any actions at all
+        wm.cont[-1].bias.fill_(-30.0)
+    m = open_loop_success(wm, ds, episodes, 5, 2, 64, "log_prob")
+    assert m["heldout/false_success"] == pytest.approx(1.0)
+    assert m["heldout/open_loop_brier"] == pytest.approx(float((y_t == 0).float().mean()))
 
 
 def test_encoded_episodes_mark_their_first_state(tiny_dataset):

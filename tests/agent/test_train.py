@@ -38,6 +38,9 @@ def test_debug_run_lowers_model_loss_and_writes_the_run_folder(tiny_dataset, tmp
     assert fig.shape[1] == 8 * 64 and fig.shape[0] == 2 * 3 * 64 + 4  # 2 sequences x 3 rows
     assert (run / "checkpoints" / "last.pt").is_symlink()
     assert _metrics(run, "agent/q") and _metrics(run, "rollout/uncertainty")
+    # The held-out open-loop check at every model checkpoint, a probability in [0, 1].
+    brier = _metrics(run, "heldout/open_loop_brier")
+    assert len(brier) == 6 and all(0.0 <= b <= 1.0 for b in brier)
 
 
 def _finish(dataset, run, overrides=(), stop_at=None, log=None) -> Trainer:
