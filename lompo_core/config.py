@@ -76,6 +76,9 @@ class WorldConfig:
     # start every `check_stride` steps of each held-out episode, `check_samples` imaginations.
     check_stride: int = 10
     check_samples: int = 8
+    # The world model the policy phase learns in: "last" (the model phase's end, as the
+    # reference), or "heldout": the model checkpoint with the lowest held-out open-loop Brier.
+    select: str = "last"
 
 
 @dataclass
@@ -409,6 +412,7 @@ def validate(cfg: Config) -> None:
             "agent.select_success_horizon must be >= 0 and agent.select_success_samples >= 1",
         ),
         (cfg.agent.horizon >= 1, "agent.horizon must be at least 1"),
+        (cfg.world.select in ("last", "heldout"), "world.select must be last or heldout"),
         (
             cfg.world.check_stride >= 1 and cfg.world.check_samples >= 1,
             "world.check_stride and world.check_samples must be at least 1",

@@ -73,6 +73,9 @@ def branch(base: Path, run: Path, overrides: list[str]) -> int:
         (run / "config.yaml").write_text(cfg.to_yaml())
         state = _policy_init_for(cfg, checkpoint.load(start), base)
         checkpoint.write(run / checkpoint.CHECKPOINTS / start.name, state)
+        kept = base / checkpoint.CHECKPOINTS / checkpoint.MODEL  # world.select=heldout's model
+        if kept.is_file():
+            shutil.copy(kept, run / checkpoint.CHECKPOINTS / checkpoint.MODEL)
         os.symlink(start.name, run / checkpoint.CHECKPOINTS / checkpoint.LAST)
         lines = (base / "metrics.jsonl").read_text().splitlines()
         model = [ln for ln in lines if json.loads(ln)["phase"] == "model"]

@@ -157,6 +157,10 @@ class Trainer:
         self.best_eval = -1.0  # eval success of checkpoints/best.pt (-1: none yet)
         # The score of checkpoints/offline.pt: its select_metric, negated where lower is better.
         self.best_offline = -float("inf")
+        # The held-out open-loop Brier of checkpoints/model.pt (world.select=heldout), and the
+        # model update the policy phase's world model comes from.
+        self.best_model = float("inf")
+        self.world_model_step = 0
         self._heldout: LatentBuffer | None = None
         self.model_buf: LatentBuffer | None = None
         self._writer = None
@@ -294,6 +298,10 @@ class Trainer:
         offline = checkpoint.checkpoint_dir(self.run_dir) / checkpoint.OFFLINE
         if offline.is_file():
             self.best_offline = float(checkpoint.load(offline)["select_score"])
+        model = checkpoint.checkpoint_dir(self.run_dir) / checkpoint.MODEL
+        if model.is_file():
+            self.best_model = float(checkpoint.load(model)["select_score"])
+        self.world_model_step = int(state.get("world_model_step", state["model_step"]))
         self.phase = state["phase"]
         self.model_step, self.agent_step = int(state["model_step"]), int(state["agent_step"])
         torch.set_rng_state(local["torch"].cpu())
@@ -402,8 +410,9 @@ class Trainer:
                     bar.set_postfix(loss=f"{m['model/loss']:.1f}", kl=f"{m['model/kl']:.2f}")
                     self._write_metrics("model", m)
                 if self.model_step % c.log.model_checkpoint_every == 0 or done:
+                    self.world_model_step = self.model_step
                     if self.dist.main:
-                        self._figure_and_heldout()
+                        self._keep_model(self._figure_and_heldout())
                     self.save()
         return True
 
@@ -416,7 +425,7 @@ class Trainer:
         return to_torch(batch, self.device)
 
     @torch.no_grad()
-    def _figure_and_heldout(self) -> None:
+    def _figure_and_heldout(self) -> dict[str, float]:
         # Its own random stream: a checkpoint's figure must not change what training draws next.
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             self.wm.eval()
@@ -443,10 +452,40 @@ class Trainer:
                 )
             self.wm.train()
         self._write_metrics("model", metrics)
+        return metrics
+
+    def _keep_model(self, metrics: dict[str, float]) -> None:
+        """With world.select=heldout, keep the world model as checkpoints/model.pt when its
+        held-out open-loop Brier is the lowest so far (the earliest of equals)."""
+        score = metrics.get("heldout/open_loop_brier")
+        if self.cfg.world.select != "heldout" or score is None or score >= self.best_model:
+            return
+        self.best_model = score
+        state = {
+            "world_model": self.wm.state_dict(),
+            "model_step": self.model_step,
+            "select_score": score,
+        }
+        checkpoint.write(checkpoint.checkpoint_dir(self.run_dir) / checkpoint.MODEL, state)
+
+    def _load_kept_model(self) -> None:
+        """The policy phase's world model: checkpoints/model.pt where world.select=heldout kept
+        one (every rank reads the same file), else the model phase's end."""
+        path = checkpoint.checkpoint_dir(self.run_dir) / checkpoint.MODEL
+        if self.cfg.world.select != "heldout" or not path.is_file():
+            return
+        state = checkpoint.load(path, self.device)
+        self.wm.load_state_dict(state["world_model"])
+        self.world_model_step = int(state["model_step"])
+        self.log(
+            f"world model: the checkpoint after {self.world_model_step} updates, the lowest "
+            f"held-out open-loop Brier ({float(state['select_score']):.3f})"
+        )
 
     def _start_agent(self) -> None:
         c = self.cfg.agent
         t0 = time.time()
+        self._load_kept_model()
         self.wm.eval()
         self.real = self._new_buffer(0)
         n = encode_dataset(
@@ -545,6 +584,7 @@ class Trainer:
             "phase": self.phase,
             "model_step": self.model_step,
             "agent_step": self.agent_step,
+            "world_model_step": self.world_model_step,
             "world_model": self.wm.state_dict(),
             "sac": self.sac.state_dict(),
             "config": self.cfg.to_dict(),

@@ -476,6 +476,7 @@ def export_policy_step(
                 "selection": info.get("selection"),
                 "algo": (info.get("config") or {}).get("algo", "lompo"),
                 "step": info.get("step"),
+                "world_model_step": info.get("world_model_step"),
                 "seed": info.get("seed"),
                 "config": info.get("config"),
             },

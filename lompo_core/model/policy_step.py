@@ -85,7 +85,8 @@ def load_policy_step(
     needs about it.
 
     ``info``: ``config`` (the resolved config dict), ``dataset`` (path, hash, preprocessing,
-    action: names, unit, max), ``step`` (agent updates done), ``seed``, ``checkpoint`` (its path).
+    action: names, unit, max), ``step`` (agent updates done), ``world_model_step`` (the model
+    update its world model comes from), ``seed``, ``checkpoint`` (its path).
     """
     from lompo_core.agent import checkpoint
     from lompo_core.agent.sac import Actor, speed_limit
@@ -142,6 +143,7 @@ def load_policy_step(
         "config": cfg.to_dict(),
         "dataset": dataset,
         "step": int(state["agent_step"]),
+        "world_model_step": int(state.get("world_model_step", state["model_step"])),
         "seed": cfg.seed,
         "checkpoint": str(path),
     }

@@ -82,6 +82,34 @@ def test_resume_continues_exactly_as_the_uninterrupted_run(tiny_dataset, tmp_pat
     assert any("finished" in m for m in logs)
 
 
+def test_heldout_world_model_selection_starts_the_policy_phase_from_the_best_check(
+    tiny_dataset, tmp_path
+):
+    over = ["world.steps=30", "world.select=heldout", "seed=3"]
+    logs: list[str] = []
+    ref = _finish(tiny_dataset, tmp_path / "ref", over, log=logs.append)
+    lines = [json.loads(ln) for ln in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
+    checks = [(d["heldout/open_loop_brier"], d["model_step"]) for d in lines
+              if "heldout/open_loop_brier" in d]  # fmt: skip
+    assert [s for _, s in checks] == [10, 20, 30]
+    best, step = min(checks)  # the lowest Brier, the earliest of equals
+    assert step < 30  # on this seed the check prefers an earlier model: a real choice
+    kept = torch.load(tmp_path / "ref" / "checkpoints" / "model.pt", weights_only=True)
+    assert kept["model_step"] == step and kept["select_score"] == best
+    assert any(f"after {step} updates" in m for m in logs)
+    # The policy phase learnt in that model, and its checkpoints (and export) say which.
+    for k, v in kept["world_model"].items():
+        assert torch.equal(ref.wm.state_dict()[k], v), k
+    _, info = load_policy_step(tmp_path / "ref")
+    assert info["world_model_step"] == step
+    # A run cut between the model phase's end and its first policy checkpoint still starts its
+    # policy phase from the kept model, exactly as the uninterrupted run.
+    _finish(tiny_dataset, tmp_path / "cut", over, stop_at=35)
+    resumed = _finish(tiny_dataset, tmp_path / "cut", over)
+    a, b = ref.params_for_check(), resumed.params_for_check()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_no_rollouts_zero_penalty_and_conservative_variants(tiny_dataset, tmp_path):
     t = _finish(tiny_dataset, tmp_path / "a", ["agent.rollouts=false"])
     assert t.model_buf is None and len(t.real) > 0
