@@ -71,6 +71,8 @@ def test_export_writes_a_verified_self_contained_policy(policy, trained):
     assert sidecar["training"]["config"]["model"] == run_config["model"]
     assert sidecar["training"]["step"] > 0
     assert sidecar["training"]["selection"] == "last"  # the debug preset's agent.select
+    # world.select=last: the world model is the model phase's end.
+    assert sidecar["training"]["world_model_step"] == run_config["world"]["steps"]
     assert sidecar["code_version"]["lompo"] and sidecar["code_version"]["git_commit"]
     assert sidecar["uncertainty_calibration"]["steps"] == dataset.total_steps
     rt = PolicyRuntime(policy)
