@@ -160,9 +160,12 @@ class AgentConfig:
     # acting policy (held-out signals, sim evaluation, export) is the average, which smooths the
     # swings between neighbouring checkpoints. Rollouts keep the learning actor.
     actor_ema: float = 0.0
-    # Which checkpoint `lompo export` takes by default: "last", or "offline" (the one with the
-    # best held-out signal `select_metric`, kept as checkpoints/offline.pt). Signals come from the
-    # held-out episodes (data.holdout) alone, at every agent checkpoint.
+    # Which checkpoint `lompo export` takes by default: "last"; "offline" (the one with the best
+    # held-out signal `select_metric`, kept as checkpoints/offline.pt; signals come from the
+    # held-out episodes (data.holdout) alone, at every agent checkpoint); or "average" (the
+    # acting actor's weights averaged uniformly over the agent checkpoints of the last third of
+    # training, kept as checkpoints/average.pt): neighbouring checkpoints of one run close very
+    # different shares of drawers, and their average does not depend on where training stopped.
     select: str = "last"
     # model_return | model_value | model_success | q (higher is better) | bc_mse (lower: the
     # held-out error against the logged actions, behaviour cloning's early stop)
@@ -398,7 +401,10 @@ def validate(cfg: Config) -> None:
             cfg.agent.cql_weight >= 0.0 and cfg.agent.cql_samples >= 0,
             "agent.cql_weight and agent.cql_samples must be >= 0",
         ),
-        (cfg.agent.select in ("last", "offline"), "agent.select must be last or offline"),
+        (
+            cfg.agent.select in ("last", "offline", "average"),
+            "agent.select must be last, offline or average",
+        ),
         (
             cfg.agent.select_metric in SELECT_METRICS,
             f"agent.select_metric must be one of {', '.join(SELECT_METRICS)}",

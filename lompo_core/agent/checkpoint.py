@@ -21,6 +21,7 @@ CHECKPOINTS = "checkpoints"
 LAST = "last.pt"
 BEST = "best.pt"  # the policy of the best in-training sim evaluation (Trainer._save_best)
 OFFLINE = "offline.pt"  # the policy of the best held-out signal (Trainer._offline_selection)
+AVERAGE = "average.pt"  # the actor averaged over the last third's checkpoints (Trainer._average)
 MODEL = "model.pt"  # the world model of the best held-out open-loop check (Trainer._keep_model)
 _NAME = re.compile(r"^ckpt-(\d{8})\.pt$")
 

@@ -161,6 +161,10 @@ class Trainer:
         # model update the policy phase's world model comes from.
         self.best_model = float("inf")
         self.world_model_step = 0
+        # The uniform average of the acting actor's weights over the agent checkpoints of the
+        # last third so far (checkpoints/average.pt), and how many it holds.
+        self.actor_average: dict[str, torch.Tensor] | None = None
+        self.average_count = 0
         self._heldout: LatentBuffer | None = None
         self.model_buf: LatentBuffer | None = None
         self._writer = None
@@ -266,6 +270,8 @@ class Trainer:
                 "model_opt": self.model_opt.state_dict(),
                 "agent_opt": {k: o.state_dict() for k, o in self.agent_opt.items()},
                 "head_rng": json.dumps(self.head_rng.bit_generator.state),
+                "actor_average": self.actor_average,
+                "average_count": self.average_count,
                 "local": local,
             }
             checkpoint.save(self.run_dir, name, state, self.cfg.log.keep_checkpoints)
@@ -302,6 +308,8 @@ class Trainer:
         if model.is_file():
             self.best_model = float(checkpoint.load(model)["select_score"])
         self.world_model_step = int(state.get("world_model_step", state["model_step"]))
+        self.actor_average = state.get("actor_average")
+        self.average_count = int(state.get("average_count", 0))
         self.phase = state["phase"]
         self.model_step, self.agent_step = int(state["model_step"]), int(state["agent_step"])
         torch.set_rng_state(local["torch"].cpu())
@@ -572,6 +580,7 @@ class Trainer:
                         self.best_eval = m["eval/success"]
                         self._save_best()
                 if self.agent_step % self.cfg.log.agent_checkpoint_every == 0 or done:
+                    self._average()
                     if self.dist.main:
                         self._offline_selection()
                     if not done:
@@ -609,6 +618,27 @@ class Trainer:
             self.best_offline = score
             state = self._policy_state() | {"select_score": score}
             checkpoint.write(checkpoint.checkpoint_dir(self.run_dir) / checkpoint.OFFLINE, state)
+
+    @torch.no_grad()
+    def _average(self) -> None:
+        """From two thirds of the policy phase on, fold the acting actor into the uniform average
+        of the agent checkpoints so far; keep the policy with that actor as checkpoints/average.pt.
+        """
+        c = self.cfg.agent
+        if 3 * self.agent_step < 2 * c.steps:
+            return
+        weights = self.sac.acting_actor.state_dict()
+        if self.actor_average is None:
+            self.actor_average = {k: torch.zeros_like(v) for k, v in weights.items()}
+        self.average_count += 1
+        for k, v in weights.items():
+            self.actor_average[k].lerp_(v, 1.0 / self.average_count)
+        if self.dist.main:
+            prefix = "actor_ema." if c.actor_ema > 0 else "actor."
+            state = self._policy_state()
+            state["sac"] |= {prefix + k: v for k, v in self.actor_average.items()}
+            state["average_count"] = self.average_count
+            checkpoint.write(checkpoint.checkpoint_dir(self.run_dir) / checkpoint.AVERAGE, state)
 
     def _save_best(self) -> None:
         """The policy alone, as checkpoints/best.pt (main rank only: no barrier)."""

@@ -35,8 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--checkpoint",
         default=None,
         help="which checkpoint to export (default: the run's agent.select rule, from the "
-        "dataset alone): 'last', 'offline' (the best held-out signal), 'best' (the best "
-        "in-training sim evaluation, with eval.every > 0 and eval.keep_best) or a file such as "
+        "dataset alone): 'last', 'offline' (the best held-out signal), 'average' (the actor "
+        "averaged over the last third's checkpoints), 'best' (the best in-training sim "
+        "evaluation, with eval.every > 0 and eval.keep_best) or a file such as "
         "RUN_DIR/checkpoints/ckpt-00016500.pt (training keeps the last log.keep_checkpoints); "
         "the sidecar records the choice as training.selection",
     )

@@ -524,7 +524,7 @@ def choose_checkpoint(
 ) -> tuple[Path | None, str]:
     """The checkpoint file to export (None: the latest) and how it was chosen, the sidecar's
     ``training.selection``: ``last``, ``offline:<metric>`` (the best held-out signal),
-    ``sim`` (best.pt, chosen by in-training sim evaluation) or ``manual`` (a file named by the
+    ``average`` (the actor averaged over the last third's checkpoints), ``sim`` (best.pt, chosen by in-training sim evaluation) or ``manual`` (a file named by the
     user). With no ``checkpoint`` the run's own rule ``agent.select`` decides."""
 
     from lompo_core.agent import checkpoint as ckpt
@@ -544,6 +544,8 @@ def choose_checkpoint(
                  "eval.keep_best=true)"),
         "offline": (ckpt.OFFLINE, offline, "agent checkpoints keep it when data.holdout > 0; "
                     "export --checkpoint last instead"),
+        "average": (ckpt.AVERAGE, "average", "agent checkpoints from two thirds of "
+                    "agent.steps on write it; export --checkpoint last instead"),
     }  # fmt: skip
     if name in named:
         file, kind, why = named[name]
@@ -552,7 +554,7 @@ def choose_checkpoint(
             raise PolicyError(f"{run}: no {ckpt.CHECKPOINTS}/{file}: {why}")
         return path, kind
     path = Path(checkpoint)
-    kind = {ckpt.BEST: "sim", ckpt.OFFLINE: offline}.get(path.name)
+    kind = {ckpt.BEST: "sim", ckpt.OFFLINE: offline, ckpt.AVERAGE: "average"}.get(path.name)
     last = ckpt.last_path(run) if path.is_file() else None
     if kind is None and last is not None and path.resolve() == last:
         kind = "last"

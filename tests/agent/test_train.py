@@ -283,6 +283,40 @@ def test_a_run_with_actor_ema_exports_the_average(tiny_dataset, tmp_path):
     assert not torch.equal(step.actor.net[0].weight, t.sac.actor.net[0].weight)
 
 
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_average_of_the_last_third_is_what_export_takes(tiny_dataset, tmp_path, ema):
+    over = ["agent.select=average", f"agent.actor_ema={ema}"]
+    prefix = "actor_ema." if ema else "actor."
+    ref = _finish(tiny_dataset, tmp_path / "ref", over)
+    folder = tmp_path / "ref" / "checkpoints"
+    # Agent checkpoints at 10, 20 and 30 updates of 30: the last third's are 20 and 30.
+    ckpts = [torch.load(folder / f"ckpt-{ref.cfg.world.steps + s:08d}.pt", weights_only=True)
+             for s in (20, 30)]  # fmt: skip
+    average = torch.load(folder / "average.pt", weights_only=True)
+    assert average["average_count"] == 2 and average["agent_step"] == 30
+    actor = [k for k in average["sac"] if k.startswith(prefix)]
+    assert actor
+    for k in actor:
+        mean = (ckpts[0]["sac"][k] + ckpts[1]["sac"][k]) / 2
+        assert torch.allclose(average["sac"][k], mean, atol=1e-7), k
+        assert not torch.equal(average["sac"][k], ckpts[1]["sac"][k]), k
+    # The critics are the last checkpoint's; only the acting actor is averaged.
+    assert torch.equal(average["sac"]["critic.q1.0.weight"], ckpts[1]["sac"]["critic.q1.0.weight"])
+    out = tmp_path / "policy"
+    assert cli_main(["export", str(tmp_path / "ref"), "--out", str(out)]) == 0
+    training = json.loads((out / "policy.json").read_text())["training"]
+    assert training["selection"] == "average" and training["checkpoint"].endswith("average.pt")
+    step, _ = load_policy_step(tmp_path / "ref", folder / "average.pt")
+    for k, v in step.actor.state_dict().items():
+        assert torch.equal(v, average["sac"][prefix + k]), k
+    # Cut after the first averaged checkpoint and resumed: the same average as without the cut.
+    _finish(tiny_dataset, tmp_path / "cut", over, stop_at=ref.cfg.world.steps + 25)
+    _finish(tiny_dataset, tmp_path / "cut", over)
+    again = torch.load(tmp_path / "cut" / "checkpoints" / "average.pt", weights_only=True)
+    assert again["average_count"] == 2
+    assert all(torch.equal(again["sac"][k], average["sac"][k]) for k in actor)
+
+
 def test_filtered_bc_reads_the_successes_steps_no_critic_and_exports_its_early_stop(
     tiny_dataset, tmp_path
 ):
