@@ -124,6 +124,10 @@ def imagined_success(
     return float(success.mean())
 
 
+# What open_loop_success logs: the world model's held-out check, kept with the policy it trains.
+CHECK_KEYS = ("heldout/open_loop_brier", "heldout/false_success", "heldout/true_success")
+
+
 @torch.no_grad()
 def open_loop_success(
     wm: WorldModel,

@@ -28,7 +28,12 @@ from lompo_core.agent.rollout import (
     transitions,
 )
 from lompo_core.agent.sac import SAC, speed_limit
-from lompo_core.agent.select import heldout_signals, holdout_split, open_loop_success
+from lompo_core.agent.select import (
+    CHECK_KEYS,
+    heldout_signals,
+    holdout_split,
+    open_loop_success,
+)
 from lompo_core.config import LOWER_IS_BETTER, Config, differences, resolve
 from lompo_core.data.dataset import (
     EpisodeDataset,
@@ -161,6 +166,9 @@ class Trainer:
         # model update the policy phase's world model comes from.
         self.best_model = float("inf")
         self.world_model_step = 0
+        # The held-out check (select.open_loop_success) of the world model the policy phase
+        # learns in: the latest model checkpoint's, or model.pt's with world.select=heldout.
+        self.world_model_check: dict[str, float] = {}
         # The uniform average of the acting actor's weights over the agent checkpoints of the
         # last third so far (checkpoints/average.pt), and how many it holds.
         self.actor_average: dict[str, torch.Tensor] | None = None
@@ -308,6 +316,7 @@ class Trainer:
         if model.is_file():
             self.best_model = float(checkpoint.load(model)["select_score"])
         self.world_model_step = int(state.get("world_model_step", state["model_step"]))
+        self.world_model_check = dict(state.get("world_model_check") or {})
         self.actor_average = state.get("actor_average")
         self.average_count = int(state.get("average_count", 0))
         self.phase = state["phase"]
@@ -460,6 +469,9 @@ class Trainer:
                 )
             self.wm.train()
         self._write_metrics("model", metrics)
+        self.world_model_check = {
+            k.removeprefix("heldout/"): v for k, v in metrics.items() if k in CHECK_KEYS
+        }
         return metrics
 
     def _keep_model(self, metrics: dict[str, float]) -> None:
@@ -473,6 +485,7 @@ class Trainer:
             "world_model": self.wm.state_dict(),
             "model_step": self.model_step,
             "select_score": score,
+            "world_model_check": self.world_model_check,
         }
         checkpoint.write(checkpoint.checkpoint_dir(self.run_dir) / checkpoint.MODEL, state)
 
@@ -485,6 +498,7 @@ class Trainer:
         state = checkpoint.load(path, self.device)
         self.wm.load_state_dict(state["world_model"])
         self.world_model_step = int(state["model_step"])
+        self.world_model_check = dict(state.get("world_model_check") or {})
         self.log(
             f"world model: the checkpoint after {self.world_model_step} updates, the lowest "
             f"held-out open-loop Brier ({float(state['select_score']):.3f})"
@@ -594,6 +608,7 @@ class Trainer:
             "model_step": self.model_step,
             "agent_step": self.agent_step,
             "world_model_step": self.world_model_step,
+            "world_model_check": self.world_model_check,
             "world_model": self.wm.state_dict(),
             "sac": self.sac.state_dict(),
             "config": self.cfg.to_dict(),

@@ -477,6 +477,7 @@ def export_policy_step(
                 "algo": (info.get("config") or {}).get("algo", "lompo"),
                 "step": info.get("step"),
                 "world_model_step": info.get("world_model_step"),
+                "world_model_check": info.get("world_model_check"),
                 "seed": info.get("seed"),
                 "config": info.get("config"),
             },

@@ -86,7 +86,8 @@ def load_policy_step(
 
     ``info``: ``config`` (the resolved config dict), ``dataset`` (path, hash, preprocessing,
     action: names, unit, max), ``step`` (agent updates done), ``world_model_step`` (the model
-    update its world model comes from), ``seed``, ``checkpoint`` (its path).
+    update its world model comes from), ``world_model_check`` (that model's held-out check, empty
+    without held-out episodes), ``seed``, ``checkpoint`` (its path).
     """
     from lompo_core.agent import checkpoint
     from lompo_core.agent.sac import Actor, speed_limit
@@ -144,6 +145,9 @@ def load_policy_step(
         "dataset": dataset,
         "step": int(state["agent_step"]),
         "world_model_step": int(state.get("world_model_step", state["model_step"])),
+        "world_model_check": {
+            str(k): float(v) for k, v in (state.get("world_model_check") or {}).items()
+        },
         "seed": cfg.seed,
         "checkpoint": str(path),
     }

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from lompo_core.agent.select import checkpoint_signals
+from lompo_core.agent.select import CHECK_KEYS, checkpoint_signals
 from lompo_core.agent.trainer import Trainer, train
 from lompo_core.cli import main as cli_main
 from lompo_core.config import resolve
@@ -102,6 +102,12 @@ def test_heldout_world_model_selection_starts_the_policy_phase_from_the_best_che
         assert torch.equal(ref.wm.state_dict()[k], v), k
     _, info = load_policy_step(tmp_path / "ref")
     assert info["world_model_step"] == step
+    # ... and carry that model's held-out check, not the last model's.
+    logged = next(
+        d for d in lines if d.get("model_step") == step and "heldout/open_loop_brier" in d
+    )
+    check = {k.removeprefix("heldout/"): v for k, v in logged.items() if k in CHECK_KEYS}
+    assert info["world_model_check"] == check and check["open_loop_brier"] == best
     # A run cut between the model phase's end and its first policy checkpoint still starts its
     # policy phase from the kept model, exactly as the uninterrupted run.
     _finish(tiny_dataset, tmp_path / "cut", over, stop_at=35)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from policy_fixtures import debug_policy_step, info_for, write_dataset
 
+from lompo_core.agent.select import CHECK_KEYS
 from lompo_core.cli import main
 from lompo_core.data.dataset import EpisodeDataset
 from lompo_core.errors import DatasetError, LompoError
@@ -73,6 +74,13 @@ def test_export_writes_a_verified_self_contained_policy(policy, trained):
     assert sidecar["training"]["selection"] == "last"  # the debug preset's agent.select
     # world.select=last: the world model is the model phase's end.
     assert sidecar["training"]["world_model_step"] == run_config["world"]["steps"]
+    # ... and the held-out check of that model, as the run logged it.
+    lines = [json.loads(ln) for ln in (trained[1] / "metrics.jsonl").read_text().splitlines()]
+    final = [d for d in lines if "heldout/open_loop_brier" in d][-1]
+    check = sidecar["training"]["world_model_check"]
+    assert final["model_step"] == run_config["world"]["steps"]
+    assert check == {k.removeprefix("heldout/"): final[k] for k in final if k in CHECK_KEYS}
+    assert "open_loop_brier" in check
     assert sidecar["code_version"]["lompo"] and sidecar["code_version"]["git_commit"]
     assert sidecar["uncertainty_calibration"]["steps"] == dataset.total_steps
     rt = PolicyRuntime(policy)
