@@ -400,7 +400,9 @@ def test_the_shipped_policy_carries_its_manifest_and_its_image_signals():
     root = Path(__file__).resolve().parents[2] / "models" / "drawer_close"
     rt = PolicyRuntime(root)
     assert rt.manifest_sha256 == rt.sidecar["manifest_sha256"]
-    assert rt.sidecar["training"]["selection"] == "sim"  # its checkpoint was chosen in the sim
+    # Its checkpoint was chosen from the dataset alone (the cpu preset's offline rule).
+    assert rt.sidecar["training"]["selection"] == "offline:model_return"
+    assert rt.sidecar["training"]["config"]["eval"]["every"] == 0
     assert rt.image_limits.max_width == 1024  # 8 x its 128 px training camera
     assert set(rt.signal_thresholds) == {
         "surprise", "reconstruction_error", "reconstruction_patch_error",
