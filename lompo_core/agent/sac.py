@@ -158,6 +158,11 @@ class SAC(nn.Module):
         ``actor_ema``, else the learning actor."""
         return self.actor_ema if self.cfg.actor_ema > 0 else self.actor
 
+    @staticmethod
+    def acting_prefix(cfg: AgentConfig) -> str:
+        """The state-dict prefix of ``acting_actor``'s weights, for readers of a checkpoint."""
+        return "actor_ema." if cfg.actor_ema > 0 else "actor."
+
     def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         c = self.cfg
         return {

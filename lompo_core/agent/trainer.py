@@ -649,7 +649,7 @@ class Trainer:
         for k, v in weights.items():
             self.actor_average[k].lerp_(v, 1.0 / self.average_count)
         if self.dist.main:
-            prefix = "actor_ema." if c.actor_ema > 0 else "actor."
+            prefix = SAC.acting_prefix(c)
             state = self._policy_state()
             state["sac"] |= {prefix + k: v for k, v in self.actor_average.items()}
             state["average_count"] = self.average_count

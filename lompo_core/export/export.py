@@ -525,8 +525,9 @@ def choose_checkpoint(
 ) -> tuple[Path | None, str]:
     """The checkpoint file to export (None: the latest) and how it was chosen, the sidecar's
     ``training.selection``: ``last``, ``offline:<metric>`` (the best held-out signal),
-    ``average`` (the actor averaged over the last third's checkpoints), ``sim`` (best.pt, chosen by in-training sim evaluation) or ``manual`` (a file named by the
-    user). With no ``checkpoint`` the run's own rule ``agent.select`` decides."""
+    ``average`` (the actor averaged over the last third's checkpoints), ``sim`` (best.pt, chosen
+    by in-training sim evaluation) or ``manual`` (a file named by the user). With no
+    ``checkpoint`` the run's own rule ``agent.select`` decides."""
 
     from lompo_core.agent import checkpoint as ckpt
     from lompo_core.config import Config

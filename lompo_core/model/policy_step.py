@@ -90,7 +90,7 @@ def load_policy_step(
     without held-out episodes), ``seed``, ``checkpoint`` (its path).
     """
     from lompo_core.agent import checkpoint
-    from lompo_core.agent.sac import Actor, speed_limit
+    from lompo_core.agent.sac import SAC, Actor, speed_limit
     from lompo_core.config import Config, differences
     from lompo_core.model.world_model import WorldModel
 
@@ -134,7 +134,7 @@ def load_policy_step(
     speed = speed_limit(cfg.agent, dataset["action"])
     actor = Actor(feat, action_dim, cfg.agent.hidden, cfg.agent.actor_layers, speed)
     # The acting policy: the weight average where the run kept one (agent.actor_ema).
-    prefix = "actor_ema." if cfg.agent.actor_ema > 0 else "actor."
+    prefix = SAC.acting_prefix(cfg.agent)
     actor.load_state_dict(
         {k.removeprefix(prefix): v for k, v in state["sac"].items() if k.startswith(prefix)}
     )

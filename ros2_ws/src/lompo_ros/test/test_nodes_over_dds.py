@@ -121,8 +121,10 @@ def test_lockstep_over_dds_is_the_run_without_ros(ros_install, probe, reference,
     # within the first episode (a stray step still shifts every frame after it).
     ref = reference["images"]
     skip = next((k for k in range(reference["first"][1]) if _aligned(got, ref, k)), None)
-    seen = [k for k in range(n) if np.array_equal(got[0], ref[k])]
-    assert skip is not None, f"the probe's first frame is not in the first episode (it is {seen})"
+    assert skip is not None, (
+        "the probe's first frame is not in the first episode (it is "
+        f"{[k for k in range(n) if np.array_equal(got[0], ref[k])]})"
+    )
     n -= skip
     wrong = [k for k in range(n) if not np.array_equal(got[k], ref[skip + k])]
     assert not wrong, f"frames {wrong[:10]} differ from the run without ROS (a stray step)"
