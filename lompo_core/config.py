@@ -60,6 +60,11 @@ class ModelConfig:
     # ~0.5 nats per success frame, beside ~12,000 for the image: weight it like the continuation.
     reward_scale: float = 1.0
     cont_scale: float = 10.0
+    # True: the reward and continuation heads learn on the state with its gradient stopped, so
+    # that ~100 success frames cannot shape the latent state to memorise them. Trained into the
+    # state (False, the reference), held-out failed episodes' own frames read as successes on
+    # some seeds (docs/training.md, "Measured: a success detector that generalises").
+    detach_heads: bool = False
 
 
 @dataclass

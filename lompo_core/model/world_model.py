@@ -44,9 +44,10 @@ class WorldModel(nn.Module):
         post = self.rssm.observe(self.encoder(image), batch["action"], batch["is_first"], heads)
         feat = torch.cat([post["stoch"], post["deter"]], -1)
         image_lp = unit_normal_log_prob(image_to_input(image), self.decoder(feat), 3)
-        reward_lp = unit_normal_log_prob(batch["reward"], self.reward(feat).squeeze(-1), 0)
+        head_feat = feat.detach() if self.cfg.detach_heads else feat
+        reward_lp = unit_normal_log_prob(batch["reward"], self.reward(head_feat).squeeze(-1), 0)
         cont_target = (~batch["is_terminal"]).to(feat.dtype)
-        cont_logits = self.cont(feat).squeeze(-1)
+        cont_logits = self.cont(head_feat).squeeze(-1)
         cont_lp = bernoulli_log_prob(cont_logits, cont_target)
         kl = gaussian_kl(post["post_mean"], post["post_std"], post["prior_mean"], post["prior_std"])
         per_step = (

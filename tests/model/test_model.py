@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -124,3 +125,34 @@ def test_policy_step_shapes_range_and_determinism():
         single = step(*(a[:1] for a in args))
     for x, y in zip(single, out1, strict=True):
         torch.testing.assert_close(x[0], y[0])
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_detach_heads_keeps_the_success_heads_from_shaping_the_state(detach):
+    """With model.detach_heads the reward and continuation losses reach only their own heads."""
+    b, t, a = 2, 4, 3
+    is_first = torch.zeros(b, t, dtype=torch.bool)
+    is_first[:, 0] = True
+    batch = {
+        "image": torch.randint(0, 256, (b, t, 64, 64, 3), dtype=torch.uint8),
+        "action": torch.rand(b, t, a),
+        "reward": torch.tensor([[0.0, 0.0, 0.0, 1.0], [0.0] * 4]),
+        "is_first": is_first,
+        "is_terminal": torch.tensor([[False, False, False, True], [False] * 4]),
+        "mask": torch.ones(b, t),
+    }
+    torch.manual_seed(0)
+    wm = WorldModel(dataclasses.replace(_cfg(), detach_heads=detach), a)
+
+    def grads(head_scale: float) -> list[torch.Tensor]:
+        wm.cfg = dataclasses.replace(wm.cfg, reward_scale=head_scale, cont_scale=head_scale)
+        torch.manual_seed(1)  # the same posterior samples in both passes
+        loss, _ = wm(batch, [0] * t)
+        return list(torch.autograd.grad(loss, [*wm.encoder.parameters(), *wm.cont.parameters()]))
+
+    with_heads, without_heads = grads(10.0), grads(0.0)
+    n_enc = len(list(wm.encoder.parameters()))
+    assert all(float(g.abs().sum()) > 0 for g in with_heads[n_enc:])  # the head learns either way
+    pairs = zip(with_heads[:n_enc], without_heads[:n_enc], strict=True)
+    moved = sum(float((g1 - g0).abs().sum()) for g1, g0 in pairs)
+    assert (moved == 0.0) == detach
