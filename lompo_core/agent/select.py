@@ -125,7 +125,13 @@ def imagined_success(
 
 
 # What open_loop_success logs: the world model's held-out check, kept with the policy it trains.
-CHECK_KEYS = ("heldout/open_loop_brier", "heldout/false_success", "heldout/true_success")
+CHECK_KEYS = (
+    "heldout/open_loop_brier",
+    "heldout/false_success",
+    "heldout/true_success",
+    "heldout/false_alarm",
+    "heldout/detection",
+)
 
 
 @torch.no_grad()
@@ -150,13 +156,17 @@ def open_loop_success(
 
     - ``heldout/open_loop_brier``: the mean squared error of that chance against the outcome;
     - ``heldout/false_success``: its mean over the failed episodes' starts;
-    - ``heldout/true_success``: its mean over the successful episodes' starts.
+    - ``heldout/true_success``: its mean over the successful episodes' starts;
+    - ``heldout/false_alarm``: the fraction of failed episodes in which a real frame, filtered by
+      the posterior, already reads as a success (continuation head's terminal probability >= 0.5,
+      where rollouts stop): a success detector that memorised the training successes;
+    - ``heldout/detection``: the fraction of successful episodes whose success frame reads so.
 
     A value without episodes to average (no failed held-out episode, say) is left out.
     """
     device = next(wm.parameters()).device
     g = torch.Generator(device="cpu").manual_seed(2)
-    err, false_p, true_p = [], [], []
+    err, false_p, true_p, alarm, detect = [], [], [], [], []
     for i in episodes:
         ep = dataset.load(i)
         t_len = len(ep["image"])
@@ -165,6 +175,12 @@ def open_loop_success(
         image = torch.as_tensor(ep["image"], device=device)
         action = torch.as_tensor(ep["action"], device=device)
         post = wm.encode_episode(image, action, chunk, sample=False)
+        read_end = wm.cont_prob(post.feat()) <= 0.5  # the terminal probability >= 0.5
+        outcome = float(dataset.episodes[i].success)
+        if outcome:
+            detect.append(read_end[-1:].float())
+        else:
+            alarm.append(read_end.any()[None].float())
         starts = torch.arange(0, t_len - 1, stride, device=device).repeat_interleave(samples)
         state = State(post.stoch[starts], post.deter[starts])
         alive = torch.ones(len(starts), device=device)
@@ -179,11 +195,16 @@ def open_loop_success(
             success += alive * p_end
             alive = alive * (1.0 - p_end)
         p = success.view(-1, samples).mean(1)
-        outcome = float(dataset.episodes[i].success)
         err.append((p - outcome).square())
         (true_p if outcome else false_p).append(p)
 
-    out = {"open_loop_brier": err, "false_success": false_p, "true_success": true_p}
+    out = {
+        "open_loop_brier": err,
+        "false_success": false_p,
+        "true_success": true_p,
+        "false_alarm": alarm,
+        "detection": detect,
+    }
     return {f"heldout/{k}": float(torch.cat(v).mean()) for k, v in out.items() if v}
 
 
