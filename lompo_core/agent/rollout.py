@@ -132,7 +132,7 @@ def model_rollouts(
         state, u = latent_step(wm, state, action, penalty)
         next_feat = state.feat()
         reward, reward_hat = penalised_reward(wm, next_feat, u, lmbda, u_offset, clip)
-        terminal = wm.cont_prob(next_feat) < 0.5
+        terminal = wm.ends(next_feat)
         weight = terminal.float()
         if success_ends:
             weight = torch.maximum(weight, reward_hat)

@@ -69,7 +69,7 @@ def heldout_signals(
         ret += disc * alive * reward
         u_sum += float((alive * u).sum())
         steps += float(alive.sum())
-        alive = alive * (wm.cont_prob(f) >= 0.5).float()
+        alive = alive * (~wm.ends(f)).float()
         if cfg.success_ends:  # the probability that the imagined episode goes on
             alive = alive * (1.0 - reward_hat)
         disc *= cfg.discount
@@ -158,8 +158,8 @@ def open_loop_success(
     - ``heldout/false_success``: its mean over the failed episodes' starts;
     - ``heldout/true_success``: its mean over the successful episodes' starts;
     - ``heldout/false_alarm``: the fraction of failed episodes in which a real frame, filtered by
-      the posterior, already reads as a success (continuation head's terminal probability >= 0.5,
-      where rollouts stop): a success detector that memorised the training successes;
+      the posterior, already reads as a success (``WorldModel.ends``, where rollouts
+      stop): a success detector that memorised the training successes;
     - ``heldout/detection``: the fraction of successful episodes whose success frame reads so.
 
     A value without episodes to average (no failed held-out episode, say) is left out.
@@ -175,7 +175,7 @@ def open_loop_success(
         image = torch.as_tensor(ep["image"], device=device)
         action = torch.as_tensor(ep["action"], device=device)
         post = wm.encode_episode(image, action, chunk, sample=False)
-        read_end = wm.cont_prob(post.feat()) <= 0.5  # the terminal probability >= 0.5
+        read_end = wm.ends(post.feat())
         outcome = float(dataset.episodes[i].success)
         if outcome:
             detect.append(read_end[-1:].float())

@@ -106,3 +106,9 @@ class WorldModel(nn.Module):
     @torch.no_grad()
     def cont_prob(self, feat: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.cont(feat).squeeze(-1))
+
+    @torch.no_grad()
+    def ends(self, feat: torch.Tensor) -> torch.Tensor:
+        """Where the continuation head calls the state terminal (P(continue) < 0.5): where model
+        rollouts stop and the held-out signals count an imagined or real success."""
+        return self.cont_prob(feat) < 0.5
