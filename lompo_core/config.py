@@ -98,6 +98,11 @@ class AgentConfig:
     alpha_lr: float = 3e-4
     init_alpha: float = 0.1
     target_entropy: float | None = None  # None: -action_dim
+    # The critics' target includes SAC's entropy bonus (-alpha log pi at the next state). With a
+    # success that ends the episode, that bonus (~alpha * H per step over 1 / (1 - discount)
+    # steps) outweighs the reward of 1 until alpha has decayed: false backs up the task's return
+    # only (CQL's backup_entropy), and the entropy term stays in the actor's and alpha's losses.
+    backup_entropy: bool = True
     discount: float = 0.99
     tau: float = 5e-3
     hidden: int = 256

@@ -196,7 +196,9 @@ class SAC(nn.Module):
         with torch.no_grad():
             next_action, next_logp = self.actor(next_feat)
             tq1, tq2 = self.critic_target(next_feat, next_action)
-            next_v = torch.min(tq1, tq2) - alpha * next_logp
+            next_v = torch.min(tq1, tq2)
+            if c.backup_entropy:
+                next_v = next_v - alpha * next_logp
             target = reward + c.discount * (1.0 - terminal) * next_v
         if c.cql_weight > 0:
             q1, q2, gap = self._conservative_q(feat, action, n_real)

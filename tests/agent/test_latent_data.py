@@ -192,6 +192,22 @@ def test_behaviour_term_pulls_the_actor_to_the_real_halfs_actions_only():
     assert result[10.0][0] < 0.5 * result[10.0][1], result  # not the model half's
 
 
+def test_without_entropy_backup_the_critics_learn_the_task_return_only():
+    """No reward anywhere: the soft target's entropy bonus alone makes Q positive; without it
+    (``backup_entropy=False``) Q stays at the task's return, 0."""
+    batch = _sac_batch() | {"reward": torch.zeros(64)}
+    q = {}
+    for backup in (True, False):
+        sac = _trained_sac(
+            batch, 32, 300, critic_lr=1e-3, alpha_lr=0.0, discount=0.9, tau=0.05,
+            backup_entropy=backup,
+        )
+        with torch.no_grad():
+            q[backup] = float(torch.min(*sac.critic(batch["feat"], batch["action"])).mean())
+    assert q[True] > 0.5, q  # heading for alpha * H / (1 - discount)
+    assert abs(q[False]) < 0.1, q
+
+
 def test_heldout_signals_are_the_imagined_penalised_return_and_the_critics_value():
     wm, _ = _model()
     cfg = AgentConfig(hidden=16, actor_layers=2, critic_layers=2, select_horizon=1, lmbda=2.0)
