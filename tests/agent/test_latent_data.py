@@ -199,7 +199,13 @@ def test_without_entropy_backup_the_critics_learn_the_task_return_only():
     q = {}
     for backup in (True, False):
         sac = _trained_sac(
-            batch, 32, 300, critic_lr=1e-3, alpha_lr=0.0, discount=0.9, tau=0.05,
+            batch,
+            32,
+            300,
+            critic_lr=1e-3,
+            alpha_lr=0.0,
+            discount=0.9,
+            tau=0.05,
             backup_entropy=backup,
         )
         with torch.no_grad():
