@@ -158,8 +158,8 @@ def open_loop_success(
     - ``heldout/false_success``: its mean over the failed episodes' starts;
     - ``heldout/true_success``: its mean over the successful episodes' starts;
     - ``heldout/false_alarm``: the fraction of failed episodes in which a real frame, filtered by
-      the posterior, already reads as a success (``WorldModel.ends``, where rollouts
-      stop): a success detector that memorised the training successes;
+      the posterior, already reads as a success (``WorldModel.ends``, where rollouts stop): a
+      success detector that memorised the training successes;
     - ``heldout/detection``: the fraction of successful episodes whose success frame reads so.
 
     A value without episodes to average (no failed held-out episode, say) is left out.
