@@ -156,3 +156,42 @@ def test_detach_heads_keeps_the_success_heads_from_shaping_the_state(detach):
     pairs = zip(with_heads[:n_enc], without_heads[:n_enc], strict=True)
     moved = sum(float((g1 - g0).abs().sum()) for g1, g0 in pairs)
     assert (moved == 0.0) == detach
+
+
+def test_several_success_heads_all_learn_and_the_most_pessimistic_one_is_read():
+    """model.success_heads: every head trains on the success targets; an imagined success (a
+    reward, an end) is read only where every head sees one."""
+    b, t, a = 2, 4, 3
+    is_first = torch.zeros(b, t, dtype=torch.bool)
+    is_first[:, 0] = True
+    batch = {
+        "image": torch.randint(0, 256, (b, t, 64, 64, 3), dtype=torch.uint8),
+        "action": torch.rand(b, t, a),
+        "reward": torch.tensor([[0.0, 0.0, 0.0, 1.0], [0.0] * 4]),
+        "is_first": is_first,
+        "is_terminal": torch.tensor([[False, False, False, True], [False] * 4]),
+        "mask": torch.ones(b, t),
+    }
+    torch.manual_seed(0)
+    wm = WorldModel(dataclasses.replace(_cfg(), detach_heads=True, success_heads=3), a)
+    assert len(wm.reward_more) == len(wm.cont_more) == 2
+    loss, _ = wm(batch, [0] * t)
+    heads = [wm.reward, *wm.reward_more, wm.cont, *wm.cont_more]
+    grads = torch.autograd.grad(loss, [h[-1].weight for h in heads])
+    assert all(float(g.abs().sum()) > 0 for g in grads)
+
+    feat = torch.zeros(5, wm.feat_dim)
+    with torch.no_grad():
+        for head, value in zip(heads[:3], (1.0, 0.2, 0.9), strict=True):
+            head[-1].weight.zero_()
+            head[-1].bias.fill_(value)
+        for head, logit in zip(
+            heads[3:], (-5.0, -5.0, 3.0), strict=True
+        ):  # P(go on) low, low, high
+            head[-1].weight.zero_()
+            head[-1].bias.fill_(logit)
+    torch.testing.assert_close(wm.reward_mean(feat), torch.full((5,), 0.2))
+    torch.testing.assert_close(wm.cont_prob(feat), torch.sigmoid(torch.full((5,), 3.0)))
+    assert not bool(wm.ends(feat).any())  # two heads see an end, the third does not
+    one = WorldModel(dataclasses.replace(_cfg(), success_heads=1), a)
+    assert not any(k.startswith(("reward_more", "cont_more")) for k in one.state_dict())
