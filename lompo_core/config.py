@@ -65,9 +65,6 @@ class ModelConfig:
     # state (False, the reference), held-out failed episodes' own frames read as successes on
     # some seeds (docs/training.md, "Measured: a success detector that generalises").
     detach_heads: bool = False
-    # Reward and continuation heads, each trained alike from its own initial weights; imagined
-    # rewards and successes are the most pessimistic head's (WorldModel.reward_mean, cont_prob).
-    success_heads: int = 1
 
 
 @dataclass
@@ -393,7 +390,6 @@ def validate(cfg: Config) -> None:
         (0.0 < a.discount < 1.0, f"agent.discount={a.discount!r} must be in (0, 1)"),
         (a.tau <= 1.0, f"agent.tau={a.tau!r} must be in (0, 1]"),
         (cfg.model.heads >= 1, "model.heads must be at least 1"),
-        (cfg.model.success_heads >= 1, "model.success_heads must be at least 1"),
         (cfg.world.length >= 2, "world.length must be at least 2"),
         (cfg.world.batch >= 1 and cfg.agent.batch >= 2, "batch sizes must be positive"),
         (0.0 < cfg.agent.real_fraction <= 1.0, "agent.real_fraction must be in (0, 1]"),

@@ -30,16 +30,6 @@ class WorldModel(nn.Module):
         self.reward = mlp(self.feat_dim, cfg.hidden, 1, cfg.reward_layers)
         # The data ends episodes at success: the continuation head lets rollouts stop there too.
         self.cont = mlp(self.feat_dim, cfg.hidden, 1, cfg.cont_layers)
-        # model.success_heads > 1: more reward and continuation heads, the same targets from other
-        # initial weights. They agree where the data is and part where it is not; the model reads
-        # the most pessimistic, so an imagined success pays only where every head sees one.
-        more = cfg.success_heads - 1
-        self.reward_more = nn.ModuleList(
-            mlp(self.feat_dim, cfg.hidden, 1, cfg.reward_layers) for _ in range(more)
-        )
-        self.cont_more = nn.ModuleList(
-            mlp(self.feat_dim, cfg.hidden, 1, cfg.cont_layers) for _ in range(more)
-        )
 
     def forward(
         self, batch: dict[str, torch.Tensor], heads: list[int]
@@ -55,17 +45,10 @@ class WorldModel(nn.Module):
         feat = torch.cat([post["stoch"], post["deter"]], -1)
         image_lp = unit_normal_log_prob(image_to_input(image), self.decoder(feat), 3)
         head_feat = feat.detach() if self.cfg.detach_heads else feat
+        reward_lp = unit_normal_log_prob(batch["reward"], self.reward(head_feat).squeeze(-1), 0)
         cont_target = (~batch["is_terminal"]).to(feat.dtype)
-        reward_lp = torch.stack(
-            [
-                unit_normal_log_prob(batch["reward"], h(head_feat).squeeze(-1), 0)
-                for h in self._rewards
-            ]
-        ).mean(0)
         cont_logits = self.cont(head_feat).squeeze(-1)
-        cont_lp = torch.stack(
-            [bernoulli_log_prob(h(head_feat).squeeze(-1), cont_target) for h in self._conts]
-        ).mean(0)
+        cont_lp = bernoulli_log_prob(cont_logits, cont_target)
         kl = gaussian_kl(post["post_mean"], post["post_std"], post["prior_mean"], post["prior_std"])
         per_step = (
             self.cfg.kl_scale * kl
@@ -116,24 +99,13 @@ class WorldModel(nn.Module):
             deters.append(out["deter"][0])
         return State(torch.cat(stochs), torch.cat(deters))
 
-    @property
-    def _rewards(self) -> list[nn.Module]:
-        return [self.reward, *self.reward_more]
-
-    @property
-    def _conts(self) -> list[nn.Module]:
-        return [self.cont, *self.cont_more]
-
     @torch.no_grad()
     def reward_mean(self, feat: torch.Tensor) -> torch.Tensor:
-        """The predicted reward: the lowest of the reward heads' means."""
-        return torch.stack([h(feat).squeeze(-1) for h in self._rewards]).min(0).values
+        return self.reward(feat).squeeze(-1)
 
     @torch.no_grad()
     def cont_prob(self, feat: torch.Tensor) -> torch.Tensor:
-        """P(the episode goes on): the highest of the continuation heads' (the least success)."""
-        logits = torch.stack([h(feat).squeeze(-1) for h in self._conts]).max(0).values
-        return torch.sigmoid(logits)
+        return torch.sigmoid(self.cont(feat).squeeze(-1))
 
     @torch.no_grad()
     def ends(self, feat: torch.Tensor) -> torch.Tensor:
