@@ -1,0 +1,68 @@
+"""training/imagined_vs_real.py: a run's policy in the sim, read by its own world model."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import torch
+
+from lompo_core.agent import checkpoint
+from lompo_core.cli import main as cli_main
+from lompo_core.config import Config
+from lompo_core.model.world_model import WorldModel
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _script():
+    path = ROOT / "training" / "imagined_vs_real.py"
+    spec = importlib.util.spec_from_file_location("imagined_vs_real", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_replayed_actions_accumulate_the_continuation_heads_success(tiny_dataset, tmp_path):
+    run = tmp_path / "run"
+    assert cli_main(["train", "--dataset", str(tiny_dataset), "--run", str(run), "--preset",
+                     "debug", "agent.steps=10"]) == 0  # fmt: skip
+    cfg = Config.load(run / "config.yaml")
+    wm = WorldModel(cfg.model, 3)
+    wm.load_state_dict(checkpoint.load(checkpoint.last_path(run))["world_model"])
+    script = _script()
+    feat, actions = torch.zeros(2, wm.feat_dim), torch.zeros(2, 4, 3)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        wm.cont[-1].weight.zero_()
+        wm.cont[-1].bias.fill_(-30.0)  # every imagined step ends: success at the first
+        assert script.imagine(wm, cfg, feat, actions, 0, 3, g).tolist() == [1.0, 1.0]
+        wm.cont[-1].bias.fill_(float(torch.logit(torch.tensor(0.75))))  # 1/4 ends per step
+        p = script.imagine(wm, cfg, feat, actions, 0, 3, g)
+    torch.testing.assert_close(p, torch.full((2,), 1.0 - 0.75**4))
+
+
+def test_episodes_are_read_and_the_figure_drawn_in_the_sim(tiny_dataset, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli_main(["train", "--dataset", str(tiny_dataset), "--run", str(run), "--preset",
+                     "debug", "agent.steps=10"]) == 0  # fmt: skip
+    figure = tmp_path / "imagined.png"
+    argv = [str(run), str(checkpoint.last_path(run)), "--episodes", "1", "--seed", "2000",
+            "--figure", str(figure), "--figure-seed", "2001", "--t0", "2", "--image-size", "64"]  # fmt: skip
+    capsys.readouterr()  # training's own output
+    old, sys.argv = sys.argv, ["imagined_vs_real.py", *argv]
+    try:
+        assert _script().main() == 0
+    finally:
+        sys.argv = old
+    lines = capsys.readouterr().out.splitlines()
+    row = json.loads(lines[0])
+    assert row["seed"] == 2000 and 1 <= row["steps"] <= 150
+    for key in ("read", "openloop", "closedloop"):
+        assert 0.0 <= row[key] <= 1.0
+    assert lines[-1].startswith(("successful episodes: 1", "failed episodes: 1"))
+    image = cv2.imread(str(figure))
+    assert image is not None and image.shape[0] == 2 * (192 + 34)  # real and imagined rows
