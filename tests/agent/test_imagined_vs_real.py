@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import cv2
 import torch
@@ -15,25 +13,17 @@ from lompo_core.cli import main as cli_main
 from lompo_core.config import Config
 from lompo_core.model.world_model import WorldModel
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def _script():
-    path = ROOT / "training" / "imagined_vs_real.py"
-    spec = importlib.util.spec_from_file_location("imagined_vs_real", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_replayed_actions_accumulate_the_continuation_heads_success(tiny_dataset, tmp_path):
+def test_replayed_actions_accumulate_the_continuation_heads_success(
+    tiny_dataset, tmp_path, training_script
+):
     run = tmp_path / "run"
     assert cli_main(["train", "--dataset", str(tiny_dataset), "--run", str(run), "--preset",
                      "debug", "agent.steps=10"]) == 0  # fmt: skip
     cfg = Config.load(run / "config.yaml")
     wm = WorldModel(cfg.model, 3)
     wm.load_state_dict(checkpoint.load(checkpoint.last_path(run))["world_model"])
-    script = _script()
+    script = training_script("imagined_vs_real")
     feat, actions = torch.zeros(2, wm.feat_dim), torch.zeros(2, 4, 3)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -45,7 +35,9 @@ def test_replayed_actions_accumulate_the_continuation_heads_success(tiny_dataset
     torch.testing.assert_close(p, torch.full((2,), 1.0 - 0.75**4))
 
 
-def test_episodes_are_read_and_the_figure_drawn_in_the_sim(tiny_dataset, tmp_path, capsys):
+def test_episodes_are_read_and_the_figure_drawn_in_the_sim(
+    tiny_dataset, tmp_path, capsys, training_script
+):
     run = tmp_path / "run"
     assert cli_main(["train", "--dataset", str(tiny_dataset), "--run", str(run), "--preset",
                      "debug", "agent.steps=10"]) == 0  # fmt: skip
@@ -55,7 +47,7 @@ def test_episodes_are_read_and_the_figure_drawn_in_the_sim(tiny_dataset, tmp_pat
     capsys.readouterr()  # training's own output
     old, sys.argv = sys.argv, ["imagined_vs_real.py", *argv]
     try:
-        assert _script().main() == 0
+        assert training_script("imagined_vs_real").main() == 0
     finally:
         sys.argv = old
     lines = capsys.readouterr().out.splitlines()

@@ -2,33 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
 from lompo_core.agent.select import holdout_split
 from lompo_core.cli import main as cli_main
 from lompo_core.data.dataset import EpisodeDataset
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _script():
-    path = ROOT / "training" / "uncertainty_profile.py"
-    spec = importlib.util.spec_from_file_location("uncertainty_profile", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_profile_scores_every_training_transition_and_counts_back_from_the_end(
-    tiny_dataset, tmp_path
+    tiny_dataset, tmp_path, training_script
 ):
     run = tmp_path / "run"
     assert cli_main(["train", "--dataset", str(tiny_dataset), "--run", str(run), "--preset",
                      "debug", "agent.steps=10", "log.keep_checkpoints=100"]) == 0  # fmt: skip
-    script = _script()
+    script = training_script("uncertainty_profile")
     ds = EpisodeDataset(tiny_dataset)
     p = script.profile(run, ds)
     _, train = holdout_split(len(ds), 0.2, 0)  # the debug preset's holdout and seed
