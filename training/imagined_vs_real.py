@@ -15,7 +15,8 @@ compared with what really happened:
   actions (a random prior head per step, 8 draws) and accumulates the continuation head's
   P(success): the model's forecast for the action sequence that really ran. High in a failed
   episode: the dynamics imagine those actions closing the drawer.
-- ``closedloop``: the same from the same states with the policy acting in imagination (60 steps).
+- ``closedloop``: the same from the same states with the policy acting in imagination (60 steps,
+  ``select.imagined_success``, the run's own ``offline/model_success``).
 
 Per episode also the hand's height and the drawer handle's final y (Meta-World's observation;
 the drawer is closed at ~0.69) and the mean |action|. ``--figure`` draws one episode's real
@@ -34,6 +35,7 @@ import torch
 
 from lompo_core.agent import checkpoint
 from lompo_core.agent.rollout import latent_step
+from lompo_core.agent.select import imagined_success
 from lompo_core.config import Config
 from lompo_core.image import Preprocessing, preprocess
 from lompo_core.model.policy_step import PolicyStep, load_policy_step
@@ -64,28 +66,24 @@ def run_episode(step: PolicyStep, sim: DrawerCloseSim, prep: Preprocessing, seed
     return ep | {"success": bool(obs.success)}
 
 
-def imagine(
+def replay(
     wm: WorldModel,
     cfg: Config,
     feat: torch.Tensor,
-    actions: torch.Tensor | None,
-    horizon: int,
+    actions: torch.Tensor,
     samples: int,
     g: torch.Generator,
-    actor: torch.nn.Module | None = None,
 ) -> torch.Tensor:
-    """P(success) per start state [N] within the imagined steps: ``actions`` [N, H, A] replayed,
-    or the actor's mode acting for ``horizon`` steps."""
+    """P(success) per start state [N] within the imagined steps of ``actions`` [N, H, A]
+    replayed from ``feat`` [N, F] (a random prior head per step and draw)."""
     s_dim = cfg.model.stoch
     f = feat.repeat_interleave(samples, 0)
+    actions = actions.repeat_interleave(samples, 0)
     state = State(f[:, :s_dim], f[:, s_dim:])
     alive, success = torch.ones(len(f)), torch.zeros(len(f))
-    steps = horizon if actions is None else actions.shape[1]
-    for j in range(steps):
-        a = actor.mode(f) if actions is None else actions.repeat_interleave(samples, 0)[:, j]
-        state, _ = latent_step(wm, state, a, cfg.agent.penalty, generator=g)
-        f = state.feat()
-        p_end = 1.0 - wm.cont_prob(f)
+    for j in range(actions.shape[1]):
+        state, _ = latent_step(wm, state, actions[:, j], cfg.agent.penalty, generator=g)
+        p_end = 1.0 - wm.cont_prob(state.feat())
         success += alive * p_end
         alive = alive * (1.0 - p_end)
     return success.view(-1, samples).mean(1)
@@ -94,15 +92,14 @@ def imagine(
 def readings(wm: WorldModel, cfg: Config, actor: torch.nn.Module, ep: dict, g) -> dict:
     feat, action = torch.stack(ep["feat"]), torch.stack(ep["action"])
     starts = list(range(0, max(len(feat) - 1, 1), 10))
-    openloop = [imagine(wm, cfg, feat[i : i + 1], action[i:][None], 0, 8, g) for i in starts]
-    closed = [imagine(wm, cfg, feat[i : i + 1], None, 60, 8, g, actor) for i in starts]
+    openloop = [replay(wm, cfg, feat[i : i + 1], action[i:][None], 8, g) for i in starts]
     hand, handle = np.array(ep["hand"]), np.array(ep["handle"])
     return {
         "success": ep["success"],
         "steps": len(feat),
         "read": float((1.0 - wm.cont_prob(feat)).max()),
         "openloop": float(torch.cat(openloop).mean()),
-        "closedloop": float(torch.cat(closed).mean()),
+        "closedloop": imagined_success(wm, actor, feat[starts], 60, 8, cfg.agent.penalty),
         "u": float(np.mean(ep["u"])),
         "hand_z": float(hand[:, 2].mean()),
         "handle_y_end": float(handle[-1, 1]),

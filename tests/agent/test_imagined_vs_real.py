@@ -29,9 +29,9 @@ def test_replayed_actions_accumulate_the_continuation_heads_success(
     with torch.no_grad():
         wm.cont[-1].weight.zero_()
         wm.cont[-1].bias.fill_(-30.0)  # every imagined step ends: success at the first
-        assert script.imagine(wm, cfg, feat, actions, 0, 3, g).tolist() == [1.0, 1.0]
+        assert script.replay(wm, cfg, feat, actions, 3, g).tolist() == [1.0, 1.0]
         wm.cont[-1].bias.fill_(float(torch.logit(torch.tensor(0.75))))  # 1/4 ends per step
-        p = script.imagine(wm, cfg, feat, actions, 0, 3, g)
+        p = script.replay(wm, cfg, feat, actions, 3, g)
     torch.testing.assert_close(p, torch.full((2,), 1.0 - 0.75**4))
 
 
