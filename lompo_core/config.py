@@ -149,6 +149,12 @@ class AgentConfig:
     # rollout that hovers where r_hat is high but the continuation head says "go on" is paid on
     # every step, and the critic learns values above 1, which no dataset episode has.
     success_ends: bool = False
+    # An imagined step pays 1 where the continuation head ends the episode (P(end) > 0.5, a
+    # predicted success) and 0 elsewhere, instead of the reward head's r_hat: the data's sparse
+    # success, paid once, by the same decision that stops the rollout. A state next to success
+    # reads r_hat 0.2-0.4 without ending; paid on every step the actor stays there, it is worth
+    # r_hat / (1 - discount), more than closing the drawer, and the actor learns to hover there.
+    success_reward: bool = False
     # LayerNorm in the critics' hidden layers (ReBRAC): Q cannot grow without bound on latent
     # states and actions far from the data's.
     critic_norm: bool = False

@@ -65,7 +65,9 @@ def heldout_signals(
     for _ in range(cfg.select_horizon):
         state, u = latent_step(wm, state, actor.mode(f), cfg.penalty, generator=g)
         f = state.feat()
-        reward, reward_hat = penalised_reward(wm, f, u, cfg.lmbda, u_offset, clip)
+        reward, reward_hat = penalised_reward(
+            wm, f, u, cfg.lmbda, u_offset, clip, cfg.success_reward
+        )
         ret += disc * alive * reward
         u_sum += float((alive * u).sum())
         steps += float(alive.sum())

@@ -548,6 +548,7 @@ class Trainer:
             self._penalty_offset(),
             c.reward_clip,
             c.success_ends,
+            c.success_reward,
         ) | {"rollout/u_offset": self._penalty_offset()}
 
     def _agent_phase(self, stop_at: int | None) -> bool:

@@ -157,6 +157,43 @@ def test_success_ends_makes_r_hat_the_terminal_weight_and_bounds_the_held_out_re
     assert float(terminal.min()) >= 0.7 - 1e-6
 
 
+def test_success_reward_pays_only_the_steps_the_continuation_head_ends():
+    """A state next to success (r_hat 0.3, the continuation head saying "go on") pays on every
+    step with r_hat as reward, nothing with success_reward; a state the head ends pays 1 once."""
+    wm, actor = _model()
+    starts = _real_buffer().data["feat"]
+    paid = {}
+    for p_end in (0.3, 0.9):
+        with torch.no_grad():
+            wm.reward[-1].weight.zero_()
+            wm.reward[-1].bias.fill_(0.3)
+            wm.cont[-1].weight.zero_()
+            wm.cont[-1].bias.fill_(float(torch.logit(torch.tensor(1.0 - p_end))))
+        for success_reward in (False, True):
+            buf = LatentBuffer(1000, 20, 3, torch.device("cpu"))
+            model_rollouts(wm, actor, starts, 3, 0.0, "log_prob", buf, 0.0,
+                           success_reward=success_reward)  # fmt: skip
+            n = len(buf)
+            paid[p_end, success_reward] = (buf.data["reward"][:n], buf.data["terminal"][:n])
+    hover_reward, hover_terminal = paid[0.3, False]
+    assert len(hover_reward) == 3 * len(starts) and float(hover_terminal.max()) == 0.0
+    torch.testing.assert_close(hover_reward, torch.full_like(hover_reward, 0.3))
+    reward, terminal = paid[0.3, True]
+    assert len(reward) == 3 * len(starts) and float(reward.abs().max()) == 0.0
+    reward, terminal = paid[0.9, True]  # every rollout ends on its first step, paid 1
+    assert len(reward) == len(starts)
+    torch.testing.assert_close(reward, torch.ones_like(reward))
+    torch.testing.assert_close(terminal, torch.ones_like(terminal))
+    # The held-out return charges the same: 1 at the first step where the head ends, else 0.
+    cfg = AgentConfig(hidden=16, actor_layers=2, critic_layers=2, select_horizon=4,
+                      lmbda=0.0, success_reward=True)  # fmt: skip
+    sac = SAC(cfg, 20, 3)
+    assert heldout_signals(wm, sac, _real_buffer(), cfg, 0.0)["offline/model_return"] == 1.0
+    with torch.no_grad():
+        wm.cont[-1].bias.fill_(float(torch.logit(torch.tensor(0.7))))
+    assert heldout_signals(wm, sac, _real_buffer(), cfg, 0.0)["offline/model_return"] == 0.0
+
+
 def _sac_batch(n: int = 64) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(5)
     return {
