@@ -17,6 +17,9 @@ compared with what really happened:
   episode: the dynamics imagine those actions closing the drawer.
 - ``closedloop``: the same from the same states with the policy acting in imagination (60 steps,
   ``select.imagined_success``, the run's own ``offline/model_success``).
+- ``idle``: the same from the same states with the hand held still (zero action, 15 steps). High
+  in a failed episode: the model expects a success that no motion makes, and a reward paid per
+  imagined step pays the policy for staying where it is.
 
 Per episode also the hand's height and the drawer handle's final y (Meta-World's observation;
 the drawer is closed at ~0.69) and the mean |action|. ``--figure`` draws one episode's real
@@ -43,7 +46,8 @@ from lompo_core.model.rssm import State
 from lompo_core.model.world_model import WorldModel
 from lompo_core.sim import DrawerCloseSim
 
-KEYS = ("read", "openloop", "closedloop", "u", "hand_z", "handle_y_end", "action_abs")
+IDLE_STEPS = 15  # the held-out signals' horizon (agent.select_horizon)
+KEYS = ("read", "openloop", "closedloop", "idle", "u", "hand_z", "handle_y_end", "action_abs")
 
 
 def run_episode(step: PolicyStep, sim: DrawerCloseSim, prep: Preprocessing, seed: int) -> dict:
@@ -93,6 +97,7 @@ def readings(wm: WorldModel, cfg: Config, actor: torch.nn.Module, ep: dict, g) -
     feat, action = torch.stack(ep["feat"]), torch.stack(ep["action"])
     starts = list(range(0, max(len(feat) - 1, 1), 10))
     openloop = [replay(wm, cfg, feat[i : i + 1], action[i:][None], 8, g) for i in starts]
+    still = torch.zeros(len(starts), IDLE_STEPS, action.shape[-1])
     hand, handle = np.array(ep["hand"]), np.array(ep["handle"])
     return {
         "success": ep["success"],
@@ -100,6 +105,7 @@ def readings(wm: WorldModel, cfg: Config, actor: torch.nn.Module, ep: dict, g) -
         "read": float((1.0 - wm.cont_prob(feat)).max()),
         "openloop": float(torch.cat(openloop).mean()),
         "closedloop": imagined_success(wm, actor, feat[starts], 60, 8, cfg.agent.penalty),
+        "idle": float(replay(wm, cfg, feat[starts], still, 8, g).mean()),
         "u": float(np.mean(ep["u"])),
         "hand_z": float(hand[:, 2].mean()),
         "handle_y_end": float(handle[-1, 1]),
