@@ -17,9 +17,10 @@ compared with what really happened:
   episode: the dynamics imagine those actions closing the drawer.
 - ``closedloop``: the same from the same states with the policy acting in imagination (60 steps,
   ``select.imagined_success``, the run's own ``offline/model_success``).
-- ``idle``: the same from the same states with the hand held still (zero action, 15 steps). High
-  in a failed episode: the model expects a success that no motion makes, and a reward paid per
-  imagined step pays the policy for staying where it is.
+- ``idle``: the same from the same states with the hand held still (zero action, for the held-out
+  signals' ``agent.select_horizon`` steps, 15 in the presets). High in a failed episode: the
+  model expects a success that no motion makes, and a reward paid per imagined step pays the
+  policy for staying where it is.
 
 Per episode also the hand's height and the drawer handle's final y (Meta-World's observation;
 the drawer is closed at ~0.69) and the mean |action|. ``--figure`` draws one episode's real
@@ -46,7 +47,6 @@ from lompo_core.model.rssm import State
 from lompo_core.model.world_model import WorldModel
 from lompo_core.sim import DrawerCloseSim
 
-IDLE_STEPS = 15  # the held-out signals' horizon (agent.select_horizon)
 KEYS = ("read", "openloop", "closedloop", "idle", "u", "hand_z", "handle_y_end", "action_abs")
 
 
@@ -97,7 +97,7 @@ def readings(wm: WorldModel, cfg: Config, actor: torch.nn.Module, ep: dict, g) -
     feat, action = torch.stack(ep["feat"]), torch.stack(ep["action"])
     starts = list(range(0, max(len(feat) - 1, 1), 10))
     openloop = [replay(wm, cfg, feat[i : i + 1], action[i:][None], 8, g) for i in starts]
-    still = torch.zeros(len(starts), IDLE_STEPS, action.shape[-1])
+    still = torch.zeros(len(starts), cfg.agent.select_horizon, action.shape[-1])
     hand, handle = np.array(ep["hand"]), np.array(ep["handle"])
     return {
         "success": ep["success"],
