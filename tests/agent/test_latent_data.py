@@ -178,7 +178,7 @@ def test_success_reward_pays_only_the_steps_the_continuation_head_ends():
     hover_reward, hover_terminal = paid[0.3, False]
     assert len(hover_reward) == 3 * len(starts) and float(hover_terminal.max()) == 0.0
     torch.testing.assert_close(hover_reward, torch.full_like(hover_reward, 0.3))
-    reward, terminal = paid[0.3, True]
+    reward, _ = paid[0.3, True]
     assert len(reward) == 3 * len(starts) and float(reward.abs().max()) == 0.0
     reward, terminal = paid[0.9, True]  # every rollout ends on its first step, paid 1
     assert len(reward) == len(starts)
