@@ -43,7 +43,10 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 
 def load(run: Path) -> list[dict]:
-    return [json.loads(ln) for ln in (run / "ablation.jsonl").read_text().splitlines() if ln]
+    path = run / "ablation.jsonl"
+    if not path.is_file():
+        raise SystemExit(f"{path}: missing (training/ablate.py writes it once it has scored the run)")
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln]
 
 
 def plot(runs: dict[str, list[dict]], path: Path, signal: str) -> None:

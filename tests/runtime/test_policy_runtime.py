@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
+from lompo_core.config import RUNTIME_KEYS, Config, differences, resolve
 from lompo_core.data.dataset import EpisodeDataset
 from lompo_core.errors import PolicyError
 from lompo_core.messages import typestore
@@ -417,6 +418,14 @@ def test_the_shipped_policy_carries_its_manifest_and_its_image_signals():
     assert black.ok and black.reconstruction_error > rt.signal_thresholds["reconstruction_error"]
     decision = c.on_result(black, 0.0)
     assert decision.reason.startswith("hold: out of distribution") and not decision.action.any()
+
+
+def test_the_shipped_policy_was_trained_with_the_cpu_preset_as_it_is():
+    """Its card and the docs say so: the preset a user trains with is the shipped policy's."""
+    root = Path(__file__).resolve().parents[2] / "models" / "drawer_close"
+    trained = Config.from_dict(json.loads((root / "policy.json").read_text())["training"]["config"])
+    preset = resolve("cpu", [f"seed={trained.seed}"])
+    assert differences(preset, trained, ignore={*RUNTIME_KEYS, "log.keep_checkpoints"}) == []
 
 
 def test_a_new_export_reports_its_image_signals(runtime):
