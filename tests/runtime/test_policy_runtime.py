@@ -19,6 +19,7 @@ from lompo_core.messages import typestore
 from lompo_core.runtime import Controller, ControllerConfig, PolicyRuntime
 
 TS = typestore("jazzy")
+SHIPPED = Path(__file__).resolve().parents[2] / "models" / "drawer_close"
 
 
 def image_msg(arr: np.ndarray, encoding: str, step: int | None = None, big: int = 0):
@@ -398,8 +399,7 @@ def test_a_sidecar_without_a_manifest_loads_with_a_warning(tmp_path, exported):
 
 def test_the_shipped_policy_carries_its_manifest_and_its_image_signals():
     """It loads without a doubt, and its gate holds a black camera on the first black frame."""
-    root = Path(__file__).resolve().parents[2] / "models" / "drawer_close"
-    rt = PolicyRuntime(root)
+    rt = PolicyRuntime(SHIPPED)
     assert rt.manifest_sha256 == rt.sidecar["manifest_sha256"]
     # Its checkpoint was chosen from the dataset alone (the cpu preset's offline rule).
     assert rt.sidecar["training"]["selection"] == "offline:model_return"
@@ -422,8 +422,8 @@ def test_the_shipped_policy_carries_its_manifest_and_its_image_signals():
 
 def test_the_shipped_policy_was_trained_with_the_cpu_preset_as_it_is():
     """Its card and the docs say so: the preset a user trains with is the shipped policy's."""
-    root = Path(__file__).resolve().parents[2] / "models" / "drawer_close"
-    trained = Config.from_dict(json.loads((root / "policy.json").read_text())["training"]["config"])
+    sidecar = json.loads((SHIPPED / "policy.json").read_text())
+    trained = Config.from_dict(sidecar["training"]["config"])
     preset = resolve("cpu", [f"seed={trained.seed}"])
     assert differences(preset, trained, ignore={*RUNTIME_KEYS, "log.keep_checkpoints"}) == []
 
