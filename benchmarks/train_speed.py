@@ -92,7 +92,8 @@ def measure(preset: str, model_updates: int, agent_updates: int, threads: int, d
     t0 = time.perf_counter()
     stats = model_rollouts(
         wm, sac.actor, buf.sample(cfg.agent.rollout_batch)["feat"], cfg.agent.horizon,
-        cfg.agent.lmbda, cfg.agent.penalty, mbuf,
+        cfg.agent.lmbda, cfg.agent.penalty, mbuf, reward_clip=cfg.agent.reward_clip,
+        success_ends=cfg.agent.success_ends, success_reward=cfg.agent.success_reward,
     )  # fmt: skip
     sync()
     rollout_s = time.perf_counter() - t0

@@ -115,6 +115,7 @@ def model_rollouts(
     lmbda: float,
     penalty: str,
     buffer: LatentBuffer,
+    *,
     u_offset: float = 0.0,
     reward_clip: bool = False,
     success_ends: bool = False,

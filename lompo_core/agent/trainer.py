@@ -545,10 +545,10 @@ class Trainer:
             c.lmbda,
             c.penalty,
             self.model_buf,
-            self._penalty_offset(),
-            c.reward_clip,
-            c.success_ends,
-            c.success_reward,
+            u_offset=self._penalty_offset(),
+            reward_clip=c.reward_clip,
+            success_ends=c.success_ends,
+            success_reward=c.success_reward,
         ) | {"rollout/u_offset": self._penalty_offset()}
 
     def _agent_phase(self, stop_at: int | None) -> bool:

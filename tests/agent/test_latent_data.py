@@ -74,7 +74,7 @@ def test_penalty_offset_removes_in_distribution_penalty():
     def rewards(u_offset: float) -> torch.Tensor:
         torch.manual_seed(3)
         out = LatentBuffer(1000, 20, 3, torch.device("cpu"))
-        model_rollouts(wm, actor, starts, 1, 5.0, "log_prob", out, u_offset)
+        model_rollouts(wm, actor, starts, 1, 5.0, "log_prob", out, u_offset=u_offset)
         return out.data["reward"][: len(out)], out.data["next_feat"][: len(out)]
 
     plain, feats = rewards(0.0)
@@ -127,7 +127,7 @@ def test_model_rollout_states_are_head_means_and_reward_clip_bounds_r_hat():
     for clip in (False, True):
         torch.manual_seed(3)
         buf = LatentBuffer(1000, 20, 3, torch.device("cpu"))
-        model_rollouts(wm, actor, starts, 2, 0.0, "log_prob", buf, 0.0, reward_clip=clip)
+        model_rollouts(wm, actor, starts, 2, 0.0, "log_prob", buf, reward_clip=clip)
         out[clip] = buf
     assert float(out[False].data["reward"][: len(out[False])].max()) > 1.5
     clipped = out[True].data["reward"][: len(out[True])]
@@ -149,7 +149,7 @@ def test_success_ends_makes_r_hat_the_terminal_weight_and_bounds_the_held_out_re
     for ends in (False, True):
         torch.manual_seed(3)
         bufs[ends] = LatentBuffer(1000, 20, 3, torch.device("cpu"))
-        model_rollouts(wm, actor, starts, 3, 0.0, "log_prob", bufs[ends], 0.0, success_ends=ends)
+        model_rollouts(wm, actor, starts, 3, 0.0, "log_prob", bufs[ends], success_ends=ends)
     n = len(bufs[True])
     terminal = bufs[True].data["terminal"][:n]
     reward = bufs[True].data["reward"][:n]
@@ -171,7 +171,7 @@ def test_success_reward_pays_only_the_steps_the_continuation_head_ends():
             wm.cont[-1].bias.fill_(float(torch.logit(torch.tensor(1.0 - p_end))))
         for success_reward in (False, True):
             buf = LatentBuffer(1000, 20, 3, torch.device("cpu"))
-            model_rollouts(wm, actor, starts, 3, 0.0, "log_prob", buf, 0.0,
+            model_rollouts(wm, actor, starts, 3, 0.0, "log_prob", buf,
                            success_reward=success_reward)  # fmt: skip
             n = len(buf)
             paid[p_end, success_reward] = (buf.data["reward"][:n], buf.data["terminal"][:n])
