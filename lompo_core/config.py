@@ -63,7 +63,7 @@ class ModelConfig:
     # True: the reward and continuation heads learn on the state with its gradient stopped, so
     # that ~100 success frames cannot shape the latent state to memorise them. Trained into the
     # state (False, the reference), held-out failed episodes' own frames read as successes on
-    # some seeds (docs/training.md, "Measured: a success detector that generalises").
+    # some seeds (docs/training-measurements.md, "Measured: a success detector that generalises").
     detach_heads: bool = False
 
 

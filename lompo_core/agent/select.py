@@ -108,7 +108,8 @@ def imagined_success(
 
     A success takes 24-150 steps in the drawer data (median 79), longer than ``model_return``'s
     horizon sees: this asks the model whether the policy finishes the task, not whether it starts
-    well. It ranked new seeds' checkpoints no better than ``model_return`` (docs/training.md)."""
+    well. It ranked new seeds' checkpoints no better than ``model_return``
+    (docs/training-measurements.md)."""
     if len(starts) == 0:
         return 0.0
     g = torch.Generator(device=starts.device).manual_seed(1)
