@@ -46,6 +46,10 @@ DEFAULT_PERCENTILE = 99.0
 # threshold sits further out than the uncertainty's, to keep false holds rare in distribution.
 DEFAULT_SIGNAL_PERCENTILE = 99.9
 DEFAULT_CALIBRATION_STEPS = 20_000
+# The world models whose held-out check gave the failed episodes' actions a mean chance of success
+# of 0.5 or more gave the weakest policies of the runs measured, and the one late drop among the
+# cpu preset's six new training seeds (docs/training-measurements.md, "fresher imagined data").
+FALSE_SUCCESS_WARNING = 0.5
 
 Log = Callable[[str], None]
 
@@ -520,6 +524,20 @@ def export_policy_step(
     )
 
 
+def world_model_warning(check: dict[str, Any] | None) -> str | None:
+    """A warning line when the world model's held-out check shows the error a policy exploits:
+    it believes actions that failed would succeed (``false_success``); None otherwise."""
+    false_success = (check or {}).get("false_success")
+    if false_success is None or not false_success >= FALSE_SUCCESS_WARNING:
+        return None
+    return (
+        f"warning: the world model gives the failed held-out episodes' actions a "
+        f"{false_success:.0%} chance of success (training.world_model_check.false_success >= "
+        f"{FALSE_SUCCESS_WARNING}); policies trained in such models closed fewer drawers and "
+        "their late checkpoints dropped: prefer the offline pick and try the policy with care"
+    )
+
+
 def choose_checkpoint(
     run_dir: str | Path, checkpoint: str | Path | None
 ) -> tuple[Path | None, str]:
@@ -585,6 +603,8 @@ def export_run(
     step, info = load_policy_step(run_dir, path)
     info["selection"] = selection
     log(f"exporting {info.get('checkpoint')} (selection: {selection})")
+    if warning := world_model_warning(info.get("world_model_check")):
+        log(warning)
     return export_policy_step(
         step,
         info,

@@ -15,7 +15,13 @@ from lompo_core.agent.select import CHECK_KEYS
 from lompo_core.cli import main
 from lompo_core.data.dataset import EpisodeDataset
 from lompo_core.errors import DatasetError, LompoError
-from lompo_core.export.export import export_onnx, export_policy_step, export_run, verify
+from lompo_core.export.export import (
+    export_onnx,
+    export_policy_step,
+    export_run,
+    verify,
+    world_model_warning,
+)
 from lompo_core.runtime import PolicyRuntime
 from lompo_core.runtime.sidecar import sha256_file
 
@@ -318,3 +324,13 @@ def test_a_speed_limited_run_exports_a_policy_the_controller_lets_through(traine
         reasons.append(c.on_result(result, 0.1 * t).reason)
     assert max(norms) <= limit and max(norms) > 0.99 * limit, norms
     assert not [r for r in reasons if "speed limited" in r], reasons
+
+
+def test_export_warns_of_a_world_model_that_believes_failed_actions_succeed():
+    """Seed 44's world model (false success 0.52) gave a policy whose last checkpoint dropped to
+    9 of 20; seeds 40-43 and 45 (0.008-0.169) gave none."""
+    line = world_model_warning({"open_loop_brier": 0.436, "false_success": 0.52})
+    assert line is not None and "52%" in line and "false_success" in line
+    assert world_model_warning({"open_loop_brier": 0.093, "false_success": 0.159}) is None
+    assert world_model_warning({"false_success": float("nan")}) is None
+    assert world_model_warning({}) is None and world_model_warning(None) is None
