@@ -537,6 +537,7 @@ class Trainer:
     def _rollout_batch(self) -> dict[str, float]:
         c = self.cfg.agent
         starts = self.real.sample(c.rollout_batch)["feat"]
+        u_offset = self._penalty_offset()
         return model_rollouts(
             self.wm,
             self.sac.actor,
@@ -545,11 +546,11 @@ class Trainer:
             c.lmbda,
             c.penalty,
             self.model_buf,
-            u_offset=self._penalty_offset(),
+            u_offset=u_offset,
             reward_clip=c.reward_clip,
             success_ends=c.success_ends,
             success_reward=c.success_reward,
-        ) | {"rollout/u_offset": self._penalty_offset()}
+        ) | {"rollout/u_offset": u_offset}
 
     def _agent_phase(self, stop_at: int | None) -> bool:
         c = self.cfg.agent
