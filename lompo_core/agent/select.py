@@ -211,6 +211,26 @@ def open_loop_success(
     return {f"heldout/{k}": float(torch.cat(v).mean()) for k, v in out.items() if v}
 
 
+# The world models whose held-out check gave the failed episodes' actions a mean chance of success
+# of 0.5 or more gave the weakest policies of the runs measured, and the one late drop among the
+# cpu preset's six new training seeds (docs/training-measurements.md, "fresher imagined data").
+FALSE_SUCCESS_WARNING = 0.5
+
+
+def world_model_warning(check: dict[str, float] | None) -> str | None:
+    """A warning line when the world model's held-out check shows the error a policy exploits:
+    it believes actions that failed would succeed (``false_success``); None otherwise."""
+    false_success = (check or {}).get("false_success")
+    if false_success is None or not false_success >= FALSE_SUCCESS_WARNING:
+        return None
+    return (
+        f"warning: the world model gives the failed held-out episodes' actions a "
+        f"{false_success:.0%} chance of success (training.world_model_check.false_success >= "
+        f"{FALSE_SUCCESS_WARNING}); policies trained in such models closed fewer drawers and "
+        "their late checkpoints dropped: prefer the offline pick and try the policy with care"
+    )
+
+
 def holdout_split(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """The held-out and the training episode indices of a run: a ``fraction`` of the ``n``
     episodes (at least one, and one left to train, where ``fraction`` > 0), drawn by ``seed``."""

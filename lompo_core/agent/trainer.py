@@ -33,6 +33,7 @@ from lompo_core.agent.select import (
     heldout_signals,
     holdout_split,
     open_loop_success,
+    world_model_warning,
 )
 from lompo_core.config import LOWER_IS_BETTER, Config, differences, resolve
 from lompo_core.data.dataset import (
@@ -508,6 +509,8 @@ class Trainer:
         c = self.cfg.agent
         t0 = time.time()
         self._load_kept_model()
+        if warning := world_model_warning(self.world_model_check):
+            self.log(warning)
         self.wm.eval()
         self.real = self._new_buffer(0)
         n = encode_dataset(

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from lompo_core.agent.select import world_model_warning
 from lompo_core.data.dataset import EpisodeDataset
 from lompo_core.errors import DatasetError, PolicyError
 from lompo_core.files import atomic_folder
@@ -46,11 +47,6 @@ DEFAULT_PERCENTILE = 99.0
 # threshold sits further out than the uncertainty's, to keep false holds rare in distribution.
 DEFAULT_SIGNAL_PERCENTILE = 99.9
 DEFAULT_CALIBRATION_STEPS = 20_000
-# The world models whose held-out check gave the failed episodes' actions a mean chance of success
-# of 0.5 or more gave the weakest policies of the runs measured, and the one late drop among the
-# cpu preset's six new training seeds (docs/training-measurements.md, "fresher imagined data").
-FALSE_SUCCESS_WARNING = 0.5
-
 Log = Callable[[str], None]
 
 
@@ -521,20 +517,6 @@ def export_policy_step(
         verify=report,
         signal_thresholds={n: t for n, (t, _) in calibrated.items()},
         signal_calibration={n: c for n, (_, c) in calibrated.items()},
-    )
-
-
-def world_model_warning(check: dict[str, Any] | None) -> str | None:
-    """A warning line when the world model's held-out check shows the error a policy exploits:
-    it believes actions that failed would succeed (``false_success``); None otherwise."""
-    false_success = (check or {}).get("false_success")
-    if false_success is None or not false_success >= FALSE_SUCCESS_WARNING:
-        return None
-    return (
-        f"warning: the world model gives the failed held-out episodes' actions a "
-        f"{false_success:.0%} chance of success (training.world_model_check.false_success >= "
-        f"{FALSE_SUCCESS_WARNING}); policies trained in such models closed fewer drawers and "
-        "their late checkpoints dropped: prefer the offline pick and try the policy with care"
     )
 
 

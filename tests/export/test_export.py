@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from policy_fixtures import debug_policy_step, info_for, write_dataset
 
-from lompo_core.agent.select import CHECK_KEYS
+from lompo_core.agent.select import CHECK_KEYS, world_model_warning
 from lompo_core.cli import main
 from lompo_core.data.dataset import EpisodeDataset
 from lompo_core.errors import DatasetError, LompoError
@@ -20,7 +20,6 @@ from lompo_core.export.export import (
     export_policy_step,
     export_run,
     verify,
-    world_model_warning,
 )
 from lompo_core.runtime import PolicyRuntime
 from lompo_core.runtime.sidecar import sha256_file
@@ -326,7 +325,7 @@ def test_a_speed_limited_run_exports_a_policy_the_controller_lets_through(traine
     assert not [r for r in reasons if "speed limited" in r], reasons
 
 
-def test_export_warns_of_a_world_model_that_believes_failed_actions_succeed():
+def test_a_world_model_that_believes_failed_actions_succeed_is_warned_of():
     """Seed 44's world model (false success 0.52) gave a policy whose last checkpoint dropped to
     9 of 20; seeds 40-43 and 45 (0.008-0.169) gave none."""
     line = world_model_warning({"open_loop_brier": 0.436, "false_success": 0.52})
