@@ -1,17 +1,18 @@
 """Policy-phase variants on one trained world model, every agent checkpoint evaluated afterwards.
 
     python training/ablate.py BASE_RUN NAME [key=value ...] [--episodes 20] [--seed 2000]
-        [--max-linear-speed M]
+        [--max-linear-speed M] [--average]
 
 BASE_RUN is a `lompo train --preset cpu` run (with log.keep_checkpoints high enough to keep its
 last model-phase checkpoint). NAME's run folder, beside it, starts from that checkpoint with the
 base config plus the overrides, so variants share the model and differ only in the policy phase
-(the model phase is ~90% of a cpu run). Then each agent checkpoint is exported and run in the sim
-(`lompo export --checkpoint FILE` + `lompo eval`), and one table line per checkpoint is printed
-and written to NAME/ablation.jsonl: success beside the held-out signals, recomputed from the
-checkpoint by this code (so an older run gets the signals added since). The sim reports here; it
-chooses nothing inside the run. Use development seeds (2000-2019) to compare
-designs, fresh ones (5000 and up) to report.
+(the model phase is ~2/3 of a cpu run's time). Then each agent checkpoint is exported and run in
+the sim (`lompo export --checkpoint FILE` + `lompo eval`), and one table line per checkpoint is
+printed and written to NAME/ablation.jsonl: success beside the held-out signals, recomputed from
+the checkpoint by this code (so an older run gets the signals added since). `--average` adds one
+line for the last third's weight average (`checkpoints/average.pt`). The sim reports here; it
+chooses nothing inside the run. Use development seeds (2000-2019, 3000-3049) to compare designs,
+fresh ones (5000 and up) to report.
 """
 
 from __future__ import annotations
@@ -89,6 +90,25 @@ def saved_overrides(run: Path) -> list[str]:
     return [f"{k}={v}" for k, v in _flatten(saved).items() if v is not None]
 
 
+def score(run: Path, which: str, out: Path, args: argparse.Namespace) -> dict:
+    """``lompo export --checkpoint which`` into ``out`` and its ``lompo eval`` report, kept there
+    (a report already there is read, not run again)."""
+    speed = (
+        [] if args.max_linear_speed is None else ["--max-linear-speed", str(args.max_linear_speed)]
+    )
+    suffix = "" if args.max_linear_speed is None else f"-v{args.max_linear_speed:g}"
+    policy, ev = out / "policy", out / f"eval-s{args.seed}-n{args.episodes}{suffix}"
+    if not (ev / "eval.json").is_file():
+        subprocess.run(
+            [*LOMPO, "export", str(run), "--out", str(policy), "--checkpoint", which,
+             "--overwrite"], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+        subprocess.run(
+            [*LOMPO, "eval", str(policy), "--episodes", str(args.episodes), "--seed",
+             str(args.seed), "--out", str(ev), "--quiet", *speed], check=True,
+            stdout=subprocess.DEVNULL)  # fmt: skip
+    return json.loads((ev / "eval.json").read_text())
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("base", type=Path)
@@ -101,11 +121,11 @@ def main() -> int:
     p.add_argument(
         "--max-linear-speed", type=float, help="m/s, lompo eval's limit (default: the node's)"
     )
+    p.add_argument(
+        "--average", action="store_true",
+        help="also score checkpoints/average.pt, the last third's weight average (one line)",
+    )  # fmt: skip
     args = p.parse_args()
-    speed = (
-        [] if args.max_linear_speed is None else ["--max-linear-speed", str(args.max_linear_speed)]
-    )
-    suffix = "" if args.max_linear_speed is None else f"-v{args.max_linear_speed:g}"
     run = args.base.parent / args.name if args.name != "." else args.base
     model_steps = branch(args.base, run, args.overrides) if run != args.base else None
     saved = read_yaml(run / "config.yaml", "run config")
@@ -118,17 +138,7 @@ def main() -> int:
         agent_step = int(ckpt.stem.split("-")[1]) - model_steps
         if agent_step <= max(args.min_step - 1, 0):
             continue
-        out = run / "ablation" / f"{agent_step:06d}"
-        policy, ev = out / "policy", out / f"eval-s{args.seed}-n{args.episodes}{suffix}"
-        if not (ev / "eval.json").is_file():
-            subprocess.run(
-                [*LOMPO, "export", str(run), "--out", str(policy), "--checkpoint", str(ckpt),
-                 "--overwrite"], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
-            subprocess.run(
-                [*LOMPO, "eval", str(policy), "--episodes", str(args.episodes), "--seed",
-                 str(args.seed), "--out", str(ev), "--quiet", *speed], check=True,
-                stdout=subprocess.DEVNULL)  # fmt: skip
-        res = json.loads((ev / "eval.json").read_text())
+        res = score(run, str(ckpt), run / "ablation" / f"{agent_step:06d}", args)
         row = {"agent_step": agent_step, "success": res["success_rate"]}
         row |= {"episodes": res["episodes"], "seed": args.seed} | checkpoint_signals(ckpt, dataset)
         if args.max_linear_speed is not None:
@@ -136,6 +146,10 @@ def main() -> int:
         rows.append(row)
         print(json.dumps(row), flush=True)
     (run / "ablation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if args.average and (run / checkpoint.CHECKPOINTS / "average.pt").is_file():
+        res = score(run, "average", run / "ablation" / "average", args)
+        row = {"checkpoint": "average", "success": res["success_rate"]}
+        print(json.dumps(row | {"episodes": res["episodes"], "seed": args.seed}), flush=True)
     return 0
 
 

@@ -45,7 +45,9 @@ def spearman(a: list[float], b: list[float]) -> float:
 def load(run: Path) -> list[dict]:
     path = run / "ablation.jsonl"
     if not path.is_file():
-        raise SystemExit(f"{path}: missing (training/ablate.py writes it once it has scored the run)")
+        raise SystemExit(
+            f"{path}: missing (training/ablate.py writes it once it has scored the run)"
+        )
     return [json.loads(ln) for ln in path.read_text().splitlines() if ln]
 
 
