@@ -146,7 +146,7 @@ def main() -> int:
         rows.append(row)
         print(json.dumps(row), flush=True)
     (run / "ablation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    if args.average and (run / checkpoint.CHECKPOINTS / "average.pt").is_file():
+    if args.average and (run / checkpoint.CHECKPOINTS / checkpoint.AVERAGE).is_file():
         res = score(run, "average", run / "ablation" / "average", args)
         row = {"checkpoint": "average", "success": res["success_rate"]}
         print(json.dumps(row | {"episodes": res["episodes"], "seed": args.seed}), flush=True)

@@ -213,7 +213,7 @@ def open_loop_success(
 
 # The world models whose held-out check gave the failed episodes' actions a mean chance of success
 # of 0.5 or more gave the weakest policies of the runs measured, and the one late drop among the
-# cpu preset's six new training seeds (docs/training-measurements.md, "fresher imagined data").
+# cpu preset's seven new training seeds (docs/training-measurements.md, "fresher imagined data").
 FALSE_SUCCESS_WARNING = 0.5
 
 

@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from lompo_core.agent.select import world_model_warning
 from lompo_core.data.dataset import EpisodeDataset
 from lompo_core.errors import DatasetError, PolicyError
 from lompo_core.files import atomic_folder
@@ -47,6 +46,7 @@ DEFAULT_PERCENTILE = 99.0
 # threshold sits further out than the uncertainty's, to keep false holds rare in distribution.
 DEFAULT_SIGNAL_PERCENTILE = 99.9
 DEFAULT_CALIBRATION_STEPS = 20_000
+
 Log = Callable[[str], None]
 
 
@@ -578,6 +578,7 @@ def export_run(
 ) -> ExportResult:
     """Export the checkpoint of a training run that its ``agent.select`` rule picks, or
     ``checkpoint`` (last, offline, best or a file; ``lompo export``)."""
+    from lompo_core.agent.select import world_model_warning
     from lompo_core.model.policy_step import load_policy_step
 
     _check_out(Path(out), overwrite)  # before loading anything: fail fast

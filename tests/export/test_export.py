@@ -15,12 +15,7 @@ from lompo_core.agent.select import CHECK_KEYS, world_model_warning
 from lompo_core.cli import main
 from lompo_core.data.dataset import EpisodeDataset
 from lompo_core.errors import DatasetError, LompoError
-from lompo_core.export.export import (
-    export_onnx,
-    export_policy_step,
-    export_run,
-    verify,
-)
+from lompo_core.export.export import export_onnx, export_policy_step, export_run, verify
 from lompo_core.runtime import PolicyRuntime
 from lompo_core.runtime.sidecar import sha256_file
 
