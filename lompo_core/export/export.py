@@ -577,7 +577,7 @@ def export_run(
     log: Log = lambda _msg: None,
 ) -> ExportResult:
     """Export the checkpoint of a training run that its ``agent.select`` rule picks, or
-    ``checkpoint`` (last, offline, best or a file; ``lompo export``)."""
+    ``checkpoint`` (last, offline, average, best or a file; ``lompo export``)."""
     from lompo_core.agent.select import world_model_warning
     from lompo_core.model.policy_step import load_policy_step
 
