@@ -158,6 +158,10 @@ class AgentConfig:
     # LayerNorm in the critics' hidden layers (ReBRAC): Q cannot grow without bound on latent
     # states and actions far from the data's.
     critic_norm: bool = False
+    # How many critics the target and the actor take the minimum over (SAC-N, An et al. 2021):
+    # where the imagined data says little, more critics disagree more and the minimum falls, so
+    # Q cannot climb there. 2 is SAC's twin critics.
+    critics: int = 2
     # Conservative critics (CQL(H), the reference's term, which it computes with weight 0): each
     # critic's loss gains cql_weight * (soft maximum of Q(s, .) over cql_samples uniform actions
     # and the actor's own action, minus Q(s, a) of the logged action), on the real half of the
@@ -411,6 +415,7 @@ def validate(cfg: Config) -> None:
             f"agent.penalty_offset must be none or one of {', '.join(PENALTY_QUANTILES)}",
         ),
         (cfg.agent.lmbda >= 0.0, "agent.lmbda must be >= 0"),
+        (cfg.agent.critics >= 2, "agent.critics must be at least 2"),
         (cfg.agent.bc_weight >= 0.0, "agent.bc_weight must be >= 0"),
         (0.0 <= cfg.agent.actor_ema < 1.0, "agent.actor_ema must be in [0, 1)"),
         (

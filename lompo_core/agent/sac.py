@@ -1,6 +1,7 @@
 """Soft actor-critic in latent space: tanh-Gaussian actor, twin critics, learned temperature,
 an optional behaviour-cloning term on the dataset's transitions (TD3+BC style) and an optional
-conservative term on the critics (CQL(H)).
+conservative term on the critics (CQL(H)). ``agent.critics`` > 2 makes the min over more critics
+(SAC-N): a more pessimistic target where the critics disagree.
 
 The reference code used a deterministic actor with twin critics (TD3-like, research-lompo.md
 section 2.6). We use SAC, the paper's framing: its entropy bonus keeps the actor exploring inside the
@@ -107,19 +108,30 @@ class Actor(nn.Module):
         return self.speed(torch.tanh(self._dist(feat)[0]))
 
 
-class TwinCritic(nn.Module):
+class Critics(nn.Module):
+    """``n`` independent Q networks (``q1`` ... ``qn``) on the same (feature, action) input."""
+
     def __init__(
-        self, feat_dim: int, action_dim: int, hidden: int, layers: int, norm: bool = False
+        self,
+        feat_dim: int,
+        action_dim: int,
+        hidden: int,
+        layers: int,
+        norm: bool = False,
+        n: int = 2,
     ) -> None:
         super().__init__()
-        self.q1 = mlp(feat_dim + action_dim, hidden, 1, layers, norm=norm)
-        self.q2 = mlp(feat_dim + action_dim, hidden, 1, layers, norm=norm)
+        self.n = n
+        for i in range(1, n + 1):
+            self.add_module(f"q{i}", mlp(feat_dim + action_dim, hidden, 1, layers, norm=norm))
 
-    def forward(
-        self, feat: torch.Tensor, action: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, feat: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = torch.cat([feat, action], -1)
-        return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
+        return tuple(q(x).squeeze(-1) for q in self.children())
+
+    def min(self, feat: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """The pessimistic value: the smallest of the ``n`` critics' Q."""
+        return torch.stack(self(feat, action)).min(0).values
 
 
 class SAC(nn.Module):
@@ -136,9 +148,9 @@ class SAC(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.actor = Actor(feat_dim, action_dim, cfg.hidden, cfg.actor_layers, speed)
-        critic = (feat_dim, action_dim, cfg.hidden, cfg.critic_layers, cfg.critic_norm)
-        self.critic = TwinCritic(*critic)
-        self.critic_target = TwinCritic(*critic)
+        critic = (feat_dim, action_dim, cfg.hidden, cfg.critic_layers, cfg.critic_norm, cfg.critics)
+        self.critic = Critics(*critic)
+        self.critic_target = Critics(*critic)
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.critic_target.requires_grad_(False)
         if cfg.actor_ema > 0:
@@ -195,18 +207,18 @@ class SAC(nn.Module):
 
         with torch.no_grad():
             next_action, next_logp = self.actor(next_feat)
-            tq1, tq2 = self.critic_target(next_feat, next_action)
-            next_v = torch.min(tq1, tq2)
+            next_v = self.critic_target.min(next_feat, next_action)
             if c.backup_entropy:
                 next_v = next_v - alpha * next_logp
             target = reward + c.discount * (1.0 - terminal) * next_v
         if c.cql_weight > 0:
-            q1, q2, gap = self._conservative_q(feat, action, n_real)
+            qs, gap = self._conservative_q(feat, action, n_real)
             conservative = {"agent/cql_gap": gap.detach()}
         else:
-            q1, q2 = self._fwd["critic"](feat, action)
+            qs = self._fwd["critic"](feat, action)
             gap, conservative = 0.0, {}
-        td = 0.5 * ((q1 - target).square().mean() + (q2 - target).square().mean())
+        q = torch.stack(qs)
+        td = (q - target).square().mean()
         critic_loss = td + c.cql_weight * gap
         opt["critic"].zero_grad(set_to_none=True)
         critic_loss.backward()
@@ -216,8 +228,8 @@ class SAC(nn.Module):
         # The actor's loss goes through the critic, whose weights must not move with it.
         self.critic.requires_grad_(False)
         new_action, logp = self._fwd["actor"](feat)
-        nq1, nq2 = self.critic(feat, new_action)
-        actor_loss = (alpha * logp - torch.min(nq1, nq2)).mean()
+        new_q = self.critic.min(feat, new_action)
+        actor_loss = (alpha * logp - new_q).mean()
         sq = (new_action[:n_real] - action[:n_real]).square().sum(-1)
         if c.bc_successful:
             w = batch["success"][:n_real]
@@ -226,7 +238,7 @@ class SAC(nn.Module):
             bc = sq.mean()
         if c.bc_weight > 0:
             # TD3+BC's normalisation: the BC weight means the same whatever the scale of Q.
-            q_scale = torch.min(nq1, nq2).abs().mean().detach().clamp(min=1e-6)
+            q_scale = new_q.abs().mean().detach().clamp(min=1e-6)
             actor_loss = actor_loss / q_scale + c.bc_weight * bc
         opt["actor"].zero_grad(set_to_none=True)
         actor_loss.backward()
@@ -249,16 +261,16 @@ class SAC(nn.Module):
             "agent/alpha": alpha,
             "agent/entropy": -logp.detach().mean(),
             "agent/bc_mse": bc.detach(),
-            "agent/q": torch.min(q1, q2).detach().mean(),
+            "agent/q": q.detach().min(0).values.mean(),
             "agent/target": target.mean(),
         }
 
     def _conservative_q(
         self, feat: torch.Tensor, action: torch.Tensor, n_real: int
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Both critics at the batch's (s, a), and CQL(H)'s gap on its first ``n_real`` (the
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """Every critic at the batch's (s, a), and CQL(H)'s gap on its first ``n_real`` (the
         dataset's) states: the soft maximum over ``cql_samples`` uniform actions and the actor's
-        action, minus Q at the logged action, summed over the two critics. One critic call, so
+        action, minus Q at the logged action, summed over the critics. One critic call, so
         that a DDP wrapper sees one forward per backward."""
         k, n = self.cfg.cql_samples, n_real
         states = feat[:n]
@@ -266,7 +278,7 @@ class SAC(nn.Module):
             own, _ = self.actor(states)
         uniform = torch.rand(k, n, action.shape[-1], device=feat.device) * 2.0 - 1.0
         probes = torch.cat([uniform, own[None]]).flatten(0, 1)
-        q1, q2 = self._fwd["critic"](
+        qs = self._fwd["critic"](
             torch.cat([feat, states.repeat(k + 1, 1)]), torch.cat([action, probes])
         )
         m = len(feat)
@@ -275,7 +287,7 @@ class SAC(nn.Module):
             soft_max = torch.logsumexp(q[m:].view(k + 1, n), 0) - math.log(k + 1)
             return (soft_max - q[:n]).mean()
 
-        return q1[:m], q2[:m], gap(q1) + gap(q2)
+        return tuple(q[:m] for q in qs), sum(gap(q) for q in qs)
 
     def _bc_update(
         self, batch: dict[str, torch.Tensor], opt: dict[str, torch.optim.Optimizer]

@@ -25,11 +25,6 @@ from lompo_core.model.rssm import State
 from lompo_core.model.world_model import WorldModel
 
 
-def _min_q(sac: SAC, feat: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-    q1, q2 = sac.critic(feat, action)
-    return torch.min(q1, q2)
-
-
 @torch.no_grad()
 def heldout_signals(
     wm: WorldModel, sac: SAC, heldout: LatentBuffer, cfg: AgentConfig, u_offset: float
@@ -53,7 +48,7 @@ def heldout_signals(
     feat, data_action = heldout.data["feat"][idx], heldout.data["action"][idx]
     actor = sac.acting_actor
     action = actor.mode(feat)
-    q0 = _min_q(sac, feat, action)
+    q0 = sac.critic.min(feat, action)
     g = torch.Generator(device=device).manual_seed(0)
     s_dim = wm.cfg.stoch
     state = State(feat[:, :s_dim], feat[:, s_dim:])
@@ -75,7 +70,7 @@ def heldout_signals(
         if cfg.success_ends:  # the probability that the imagined episode goes on
             alive = alive * (1.0 - reward_hat)
         disc *= cfg.discount
-    value = ret + disc * alive * _min_q(sac, f, actor.mode(f))
+    value = ret + disc * alive * sac.critic.min(f, actor.mode(f))
     size = len(heldout)
     first = heldout.data["first"][:size] > 0
     horizon = cfg.select_success_horizon or _longest_episode(first)

@@ -388,7 +388,7 @@ def test_conservative_gap_is_the_soft_maximum_over_the_probes_minus_the_logged_q
     sac = SAC(AgentConfig(hidden=16, critic_layers=2, cql_weight=1.0, cql_samples=3), 20, 3)
     feat, action = batch["feat"], batch["action"]
     torch.manual_seed(7)
-    q1, q2, gap = sac._conservative_q(feat, action, 16)
+    (q1, q2), gap = sac._conservative_q(feat, action, 16)
     plain = sac.critic(feat, action)
     assert torch.allclose(q1, plain[0]) and torch.allclose(q2, plain[1])
     torch.manual_seed(7)
@@ -402,6 +402,30 @@ def test_conservative_gap_is_the_soft_maximum_over_the_probes_minus_the_logged_q
             logged = q(torch.cat([feat[:16], action[:16]], -1)).squeeze(-1)
             expected += float((soft - logged).mean())
     assert float(gap.detach()) == pytest.approx(expected, abs=1e-5)
+
+
+def test_more_critics_take_the_minimum_over_all_of_them_and_value_lower():
+    batch = _sac_batch()
+    cfg = AgentConfig(hidden=16, actor_layers=2, critic_layers=2, critics=4, backup_entropy=False)
+    sac = SAC(cfg, 20, 3)
+    assert [name for name, _ in sac.critic.named_children()] == ["q1", "q2", "q3", "q4"]
+    torch.manual_seed(3)
+    with torch.no_grad():
+        next_action, _ = sac.actor(batch["next_feat"])
+        qs = torch.stack(sac.critic_target(batch["next_feat"], next_action))
+    expected = batch["reward"] + cfg.discount * qs.min(0).values
+    torch.manual_seed(3)
+    metrics = sac.update(batch, sac.make_optimizers())
+    torch.testing.assert_close(metrics["agent/target"], expected.mean())
+    # Pessimism grows with the number of critics: where the data pins nothing down (the actor's
+    # own actions), six critics value lower than two.
+    value = {}
+    for n in (2, 6):
+        trained = _trained_sac(batch, 32, 200, critic_lr=1e-3, critics=n)
+        with torch.no_grad():
+            feat = batch["feat"]
+            value[n] = float(trained.critic.min(feat, trained.actor.mode(feat)).mean())
+    assert value[6] < value[2], value
 
 
 def test_critic_norm_puts_a_layer_norm_before_each_activation():
