@@ -155,6 +155,11 @@ class AgentConfig:
     # reads r_hat 0.2-0.4 without ending; paid on every step the actor stays there, it is worth
     # r_hat / (1 - discount), more than closing the drawer, and the actor learns to hover there.
     success_reward: bool = False
+    # P(end) above which an imagined step ends in success (rollouts stop there; with
+    # success_reward it pays 1 there; the held-out return counts the same). The data's last steps
+    # before a success read ~0.5 too: at 0.5 the actor can stop a centimetre short of the closed
+    # drawer, where the model already calls it closed, and never learn to push on.
+    success_threshold: float = 0.5
     # LayerNorm in the critics' hidden layers (ReBRAC): Q cannot grow without bound on latent
     # states and actions far from the data's.
     critic_norm: bool = False
@@ -416,6 +421,7 @@ def validate(cfg: Config) -> None:
         ),
         (cfg.agent.lmbda >= 0.0, "agent.lmbda must be >= 0"),
         (cfg.agent.critics >= 2, "agent.critics must be at least 2"),
+        (0.0 < cfg.agent.success_threshold < 1.0, "agent.success_threshold must be in (0, 1)"),
         (cfg.agent.bc_weight >= 0.0, "agent.bc_weight must be >= 0"),
         (0.0 <= cfg.agent.actor_ema < 1.0, "agent.actor_ema must be in [0, 1)"),
         (

@@ -97,10 +97,15 @@ def penalised_reward(
     u_offset: float,
     reward_clip: bool,
     success_reward: bool = False,
+    end_threshold: float = 0.5,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(r_hat(s') - lmbda * max(u - u_offset, 0), r_hat(s')), r_hat clipped to [0, 1] if asked;
-    ``success_reward``: r_hat is 1 where the continuation head ends the episode, else 0."""
-    reward_hat = wm.ends(next_feat).float() if success_reward else wm.reward_mean(next_feat)
+    ``success_reward``: r_hat is 1 where the continuation head ends the episode (P(end) above
+    ``end_threshold``), else 0."""
+    if success_reward:
+        reward_hat = wm.ends(next_feat, end_threshold).float()
+    else:
+        reward_hat = wm.reward_mean(next_feat)
     if reward_clip:
         reward_hat = reward_hat.clamp(0.0, 1.0)
     return reward_hat - lmbda * (u - u_offset).clamp(min=0.0), reward_hat
@@ -120,12 +125,14 @@ def model_rollouts(
     reward_clip: bool = False,
     success_ends: bool = False,
     success_reward: bool = False,
+    end_threshold: float = 0.5,
 ) -> dict[str, float]:
     """Roll the model out from ``starts`` (feats [N, F]) with the actor's sampled actions, one
     random head per sample and step (``latent_step``), storing the penalised reward. A rollout
     stops after a step the continuation head calls terminal (success ends episodes in our
-    data). ``success_ends``: r_hat clipped to [0, 1] is also the stored terminal weight;
-    ``success_reward``: a step pays 1 where it ends (``penalised_reward``)."""
+    data; P(end) above ``end_threshold``). ``success_ends``: r_hat clipped to [0, 1] is also the
+    stored terminal weight; ``success_reward``: a step pays 1 where it ends
+    (``penalised_reward``)."""
     s_dim = wm.cfg.stoch
     state = State(starts[:, :s_dim], starts[:, s_dim:])
     alive = torch.ones(len(starts), dtype=torch.bool, device=starts.device)
@@ -137,9 +144,9 @@ def model_rollouts(
         state, u = latent_step(wm, state, action, penalty)
         next_feat = state.feat()
         reward, reward_hat = penalised_reward(
-            wm, next_feat, u, lmbda, u_offset, clip, success_reward
+            wm, next_feat, u, lmbda, u_offset, clip, success_reward, end_threshold
         )
-        terminal = wm.ends(next_feat)
+        terminal = wm.ends(next_feat, end_threshold)
         weight = terminal.float()
         if success_ends:
             weight = torch.maximum(weight, reward_hat)

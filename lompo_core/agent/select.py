@@ -61,12 +61,12 @@ def heldout_signals(
         state, u = latent_step(wm, state, actor.mode(f), cfg.penalty, generator=g)
         f = state.feat()
         reward, reward_hat = penalised_reward(
-            wm, f, u, cfg.lmbda, u_offset, clip, cfg.success_reward
+            wm, f, u, cfg.lmbda, u_offset, clip, cfg.success_reward, cfg.success_threshold
         )
         ret += disc * alive * reward
         u_sum += float((alive * u).sum())
         steps += float(alive.sum())
-        alive = alive * (~wm.ends(f)).float()
+        alive = alive * (~wm.ends(f, cfg.success_threshold)).float()
         if cfg.success_ends:  # the probability that the imagined episode goes on
             alive = alive * (1.0 - reward_hat)
         disc *= cfg.discount

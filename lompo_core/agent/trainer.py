@@ -553,6 +553,7 @@ class Trainer:
             reward_clip=c.reward_clip,
             success_ends=c.success_ends,
             success_reward=c.success_reward,
+            end_threshold=c.success_threshold,
         ) | {"rollout/u_offset": u_offset}
 
     def _agent_phase(self, stop_at: int | None) -> bool:

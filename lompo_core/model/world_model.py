@@ -108,7 +108,8 @@ class WorldModel(nn.Module):
         return torch.sigmoid(self.cont(feat).squeeze(-1))
 
     @torch.no_grad()
-    def ends(self, feat: torch.Tensor) -> torch.Tensor:
-        """Where the continuation head calls the state terminal (P(continue) < 0.5): where model
-        rollouts stop and the held-out signals count an imagined or real success."""
-        return self.cont_prob(feat) < 0.5
+    def ends(self, feat: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+        """Where the continuation head calls the state terminal (P(end) = 1 - P(continue) above
+        ``threshold``): where model rollouts stop and the held-out signals count an imagined or
+        real success."""
+        return self.cont_prob(feat) < 1.0 - threshold
