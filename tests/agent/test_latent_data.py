@@ -194,6 +194,27 @@ def test_success_reward_pays_only_the_steps_the_continuation_head_ends():
     assert heldout_signals(wm, sac, _real_buffer(), cfg, 0.0)["offline/model_return"] == 0.0
 
 
+def test_success_threshold_ends_and_pays_only_above_it_in_rollouts_and_heldout_return():
+    """P(end) 0.6 everywhere: at the default 0.5 every rollout ends on its first step, paid 1; at
+    0.7 none ends and none is paid, in the rollouts and in the held-out return alike."""
+    wm, actor = _model()
+    starts = _real_buffer().data["feat"]
+    with torch.no_grad():
+        wm.cont[-1].weight.zero_()
+        wm.cont[-1].bias.fill_(float(torch.logit(torch.tensor(0.4))))
+    for threshold, ended in ((0.5, True), (0.7, False)):
+        buf = LatentBuffer(1000, 20, 3, torch.device("cpu"))
+        model_rollouts(wm, actor, starts, 3, 0.0, "log_prob", buf,
+                       success_reward=True, end_threshold=threshold)  # fmt: skip
+        reward, terminal = buf.data["reward"][: len(buf)], buf.data["terminal"][: len(buf)]
+        assert len(buf) == (1 if ended else 3) * len(starts)
+        assert float(reward.min()) == float(reward.max()) == float(terminal.max()) == float(ended)
+        cfg = AgentConfig(hidden=16, actor_layers=2, critic_layers=2, select_horizon=4, lmbda=0.0,
+                          success_reward=True, success_threshold=threshold)  # fmt: skip
+        signals = heldout_signals(wm, SAC(cfg, 20, 3), _real_buffer(), cfg, 0.0)
+        assert signals["offline/model_return"] == float(ended)
+
+
 def _sac_batch(n: int = 64) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(5)
     return {
