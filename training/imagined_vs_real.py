@@ -21,6 +21,9 @@ compared with what really happened:
   signals' ``agent.select_horizon`` steps, 15 in the presets). High in a failed episode: the
   model expects a success that no motion makes, and a reward paid per imagined step pays the
   policy for staying where it is.
+- ``reverse``: the same with the policy's own action at that state reversed and held. High in a
+  failed episode: the dynamics carry the state to a success whatever the hand does, so the
+  policy's action there has no value in the model.
 
 Per episode also the hand's height and the drawer handle's final y (Meta-World's observation;
 the drawer is closed at ~0.69) and the mean |action|. ``--figure`` draws one episode's real
@@ -47,7 +50,17 @@ from lompo_core.model.rssm import State
 from lompo_core.model.world_model import WorldModel
 from lompo_core.sim import DrawerCloseSim
 
-KEYS = ("read", "openloop", "closedloop", "idle", "u", "hand_z", "handle_y_end", "action_abs")
+KEYS = (
+    "read",
+    "openloop",
+    "closedloop",
+    "idle",
+    "reverse",
+    "u",
+    "hand_z",
+    "handle_y_end",
+    "action_abs",
+)
 
 
 def run_episode(step: PolicyStep, sim: DrawerCloseSim, prep: Preprocessing, seed: int) -> dict:
@@ -98,6 +111,7 @@ def readings(wm: WorldModel, cfg: Config, actor: torch.nn.Module, ep: dict, g) -
     starts = list(range(0, max(len(feat) - 1, 1), 10))
     openloop = [replay(wm, cfg, feat[i : i + 1], action[i:][None], 8, g) for i in starts]
     still = torch.zeros(len(starts), cfg.agent.select_horizon, action.shape[-1])
+    back = -action[starts][:, None].expand(-1, cfg.agent.select_horizon, -1)
     hand, handle = np.array(ep["hand"]), np.array(ep["handle"])
     return {
         "success": ep["success"],
@@ -106,6 +120,7 @@ def readings(wm: WorldModel, cfg: Config, actor: torch.nn.Module, ep: dict, g) -
         "openloop": float(torch.cat(openloop).mean()),
         "closedloop": imagined_success(wm, actor, feat[starts], 60, 8, cfg.agent.penalty),
         "idle": float(replay(wm, cfg, feat[starts], still, 8, g).mean()),
+        "reverse": float(replay(wm, cfg, feat[starts], back, 8, g).mean()),
         "u": float(np.mean(ep["u"])),
         "hand_z": float(hand[:, 2].mean()),
         "handle_y_end": float(handle[-1, 1]),

@@ -53,7 +53,7 @@ def test_episodes_are_read_and_the_figure_drawn_in_the_sim(
     lines = capsys.readouterr().out.splitlines()
     row = json.loads(lines[0])
     assert row["seed"] == 2000 and 1 <= row["steps"] <= 150
-    for key in ("read", "openloop", "closedloop", "idle"):
+    for key in ("read", "openloop", "closedloop", "idle", "reverse"):
         assert 0.0 <= row[key] <= 1.0
     assert lines[-1].startswith(("successful episodes: 1", "failed episodes: 1"))
     image = cv2.imread(str(figure))
