@@ -94,6 +94,7 @@ def measure(preset: str, model_updates: int, agent_updates: int, threads: int, d
         wm, sac.actor, buf.sample(cfg.agent.rollout_batch)["feat"], cfg.agent.horizon,
         cfg.agent.lmbda, cfg.agent.penalty, mbuf, reward_clip=cfg.agent.reward_clip,
         success_ends=cfg.agent.success_ends, success_reward=cfg.agent.success_reward,
+        end_threshold=cfg.agent.success_threshold,
     )  # fmt: skip
     sync()
     rollout_s = time.perf_counter() - t0

@@ -156,9 +156,10 @@ class AgentConfig:
     # r_hat / (1 - discount), more than closing the drawer, and the actor learns to hover there.
     success_reward: bool = False
     # P(end) above which an imagined step ends in success (rollouts stop there; with
-    # success_reward it pays 1 there; the held-out return counts the same). The data's last steps
-    # before a success read ~0.5 too: at 0.5 the actor can stop a centimetre short of the closed
-    # drawer, where the model already calls it closed, and never learn to push on.
+    # success_reward it pays 1 there; the held-out return counts the same). The continuation
+    # head reads 0.5-0.6 on a drawer stopped 2-4 cm short of closed; 0.7 did not stop a late
+    # actor from stopping there (docs/training-measurements.md, "where a late drop stops the
+    # drawer").
     success_threshold: float = 0.5
     # LayerNorm in the critics' hidden layers (ReBRAC): Q cannot grow without bound on latent
     # states and actions far from the data's.
@@ -171,7 +172,9 @@ class AgentConfig:
     # critic's loss gains cql_weight * (soft maximum of Q(s, .) over cql_samples uniform actions
     # and the actor's own action, minus Q(s, a) of the logged action), on the real half of the
     # batch. The actions no transition covers are pushed down, the logged ones up, so the target's
-    # bootstrap at the actor's action cannot climb where the data says nothing (0 = off).
+    # bootstrap at the actor's action cannot climb where the data says nothing (0 = off). The
+    # gap is summed over the critics while their TD error is averaged, so with agent.critics > 2
+    # the term weighs more against each critic's TD error.
     cql_weight: float = 0.0
     cql_samples: int = 4  # the reference draws 16; 4 keeps the policy phase's time on two cores
     # The deployment's physical speed limit, inside the actor (0 = off: the whole [-1, 1] box, the

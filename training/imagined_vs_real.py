@@ -21,9 +21,9 @@ compared with what really happened:
   signals' ``agent.select_horizon`` steps, 15 in the presets). High in a failed episode: the
   model expects a success that no motion makes, and a reward paid per imagined step pays the
   policy for staying where it is.
-- ``reverse``: the same with the policy's own action at that state reversed and held. High in a
-  failed episode: the dynamics carry the state to a success whatever the hand does, so the
-  policy's action there has no value in the model.
+- ``reverse``: the same with the policy's own action at that state reversed and held. As high
+  as ``idle`` in a failed episode: the model imagines the success whatever the hand does there,
+  so the policy's action has no value to it.
 
 Per episode also the hand's height and the drawer handle's final y (Meta-World's observation;
 the drawer is closed at ~0.69) and the mean |action|. ``--figure`` draws one episode's real

@@ -1,6 +1,6 @@
-"""Soft actor-critic in latent space: tanh-Gaussian actor, twin critics, learned temperature,
-an optional behaviour-cloning term on the dataset's transitions (TD3+BC style) and an optional
-conservative term on the critics (CQL(H)). ``agent.critics`` > 2 makes the min over more critics
+"""Soft actor-critic in latent space: tanh-Gaussian actor, N critics (two by default), learned
+temperature, an optional behaviour-cloning term on the dataset's transitions (TD3+BC style) and an
+optional conservative term on the critics (CQL(H)). ``agent.critics`` > 2 makes the min over more critics
 (SAC-N): a more pessimistic target where the critics disagree.
 
 The reference code used a deterministic actor with twin critics (TD3-like, research-lompo.md
@@ -127,7 +127,7 @@ class Critics(nn.Module):
 
     def forward(self, feat: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = torch.cat([feat, action], -1)
-        return tuple(q(x).squeeze(-1) for q in self.children())
+        return tuple(getattr(self, f"q{i}")(x).squeeze(-1) for i in range(1, self.n + 1))
 
     def min(self, feat: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """The pessimistic value: the smallest of the ``n`` critics' Q."""
