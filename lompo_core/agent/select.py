@@ -129,10 +129,7 @@ CHECK_KEYS = (
     "heldout/true_success",
     "heldout/false_alarm",
     "heldout/detection",
-    "heldout/idle_success",
 )
-# heldout/idle_success's start states (steps before a real success) and imagined steps.
-IDLE_BEFORE, IDLE_HORIZON = range(3, 11), 15
 
 
 @torch.no_grad()
@@ -161,19 +158,13 @@ def open_loop_success(
     - ``heldout/false_alarm``: the fraction of failed episodes in which a real frame, filtered by
       the posterior, already reads as a success (``WorldModel.ends``, where rollouts stop): a
       success detector that memorised the training successes;
-    - ``heldout/detection``: the fraction of successful episodes whose success frame reads so;
-    - ``heldout/idle_success``: from the successful episodes' states 3-10 steps before their
-      success, the imagined chance of success within 15 steps with the hand held still. The
-      drawer does not close by itself: a high value is a model whose last steps to success do
-      not depend on the action, where a late policy stops pushing
-      (docs/training-measurements.md, "where a late drop stops the drawer").
+    - ``heldout/detection``: the fraction of successful episodes whose success frame reads so.
 
     A value without episodes to average (no failed held-out episode, say) is left out.
     """
     device = next(wm.parameters()).device
     g = torch.Generator(device="cpu").manual_seed(2)
-    g_idle = torch.Generator(device="cpu").manual_seed(3)  # leaves g's draws as they were
-    err, false_p, true_p, alarm, detect, idle = [], [], [], [], [], []
+    err, false_p, true_p, alarm, detect = [], [], [], [], []
     for i in episodes:
         ep = dataset.load(i)
         t_len = len(ep["image"])
@@ -186,7 +177,6 @@ def open_loop_success(
         outcome = float(dataset.episodes[i].success)
         if outcome:
             detect.append(read_end[-1:].float())
-            idle.append(_idle_success(wm, post, t_len, samples, penalty, g_idle))
         else:
             alarm.append(read_end.any()[None].float())
         starts = torch.arange(0, t_len - 1, stride, device=device).repeat_interleave(samples)
@@ -212,31 +202,8 @@ def open_loop_success(
         "true_success": true_p,
         "false_alarm": alarm,
         "detection": detect,
-        "idle_success": idle,
     }
     return {f"heldout/{k}": float(torch.cat(v).mean()) for k, v in out.items() if v}
-
-
-def _idle_success(
-    wm: WorldModel, post: State, t_len: int, samples: int, penalty: str, g: torch.Generator
-) -> torch.Tensor:
-    """``heldout/idle_success``'s values for one successful episode of ``t_len`` frames (its
-    posterior ``post``): one per start state, ``IDLE_HORIZON`` imagined steps of zero action."""
-    device = post.deter.device
-    t = torch.tensor([t_len - 1 - k for k in IDLE_BEFORE if t_len - 1 - k >= 0], device=device)
-    if len(t) == 0:
-        return torch.zeros(0, device=device)
-    t = t.repeat_interleave(samples)
-    state = State(post.stoch[t], post.deter[t])
-    still = torch.zeros(len(t), wm.action_dim, device=device)
-    alive, success = torch.ones(len(t), device=device), torch.zeros(len(t), device=device)
-    for _ in range(IDLE_HORIZON):
-        heads = torch.randint(wm.rssm.heads, (len(t),), generator=g).to(device)
-        state, _ = latent_step(wm, state, still, penalty, heads)
-        p_end = 1.0 - wm.cont_prob(state.feat())
-        success += alive * p_end
-        alive = alive * (1.0 - p_end)
-    return success.view(-1, samples).mean(1)
 
 
 # The world models whose held-out check gave the failed episodes' actions a mean chance of success
