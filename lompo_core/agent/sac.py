@@ -1,7 +1,7 @@
 """Soft actor-critic in latent space: tanh-Gaussian actor, N critics (two by default), learned
 temperature, an optional behaviour-cloning term on the dataset's transitions (TD3+BC style) and an
-optional conservative term on the critics (CQL(H)). ``agent.critics`` > 2 makes the min over more critics
-(SAC-N): a more pessimistic target where the critics disagree.
+optional conservative term on the critics (CQL(H)). ``agent.critics`` > 2 takes the minimum over
+more critics (SAC-N): a more pessimistic target where the critics disagree.
 
 The reference code used a deterministic actor with twin critics (TD3-like, research-lompo.md
 section 2.6). We use SAC, the paper's framing: its entropy bonus keeps the actor exploring inside the
