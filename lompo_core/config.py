@@ -84,6 +84,9 @@ class WorldConfig:
     # The world model the policy phase learns in: "last" (the model phase's end, as the
     # reference), or "heldout": the model checkpoint with the lowest held-out open-loop Brier.
     select: str = "last"
+    # The fraction of model-phase windows that hold one dataset frame still under zero actions
+    # (SequenceSampler.still): a drawer at rest stays at rest. 0 is the reference.
+    still_fraction: float = 0.0
 
 
 @dataclass
@@ -449,6 +452,10 @@ def validate(cfg: Config) -> None:
         ),
         (cfg.agent.horizon >= 1, "agent.horizon must be at least 1"),
         (cfg.world.select in ("last", "heldout"), "world.select must be last or heldout"),
+        (
+            0.0 <= cfg.world.still_fraction < 1.0,
+            f"world.still_fraction={cfg.world.still_fraction!r} must be in [0, 1)",
+        ),
         (
             cfg.world.check_stride >= 1 and cfg.world.check_samples >= 1,
             "world.check_stride and world.check_samples must be at least 1",

@@ -28,12 +28,14 @@ class SequenceSampler:
         length: int,
         seed: int | list[int],
         cache: int = 512,
+        still_fraction: float = 0.0,
     ) -> None:
         if not indices:
             raise DatasetError(f"{dataset.root}: no episodes to sample training sequences from")
         self.dataset, self.indices, self.length = dataset, list(indices), length
         lengths = dataset.lengths[self.indices].astype(np.float64)
         self.probs = lengths / lengths.sum()
+        self.still_fraction = still_fraction
         self.rng = np.random.default_rng(seed)
         self._cache: OrderedDict[int, Episode] = OrderedDict()
         self._cache_size = max(1, cache)
@@ -68,6 +70,24 @@ class SequenceSampler:
             }
         return out
 
+    def still(self, index: int, step: int) -> dict[str, np.ndarray]:
+        """A window in which nothing moves: frame ``step`` of episode ``index`` held for the whole
+        window under zero actions, no reward, no terminal. The scene stays where the arm leaves it
+        (a velocity command of zero holds the arm, and the drawer does not move by itself), which
+        the logs rarely show: the arm in them hardly ever rests."""
+        ep = self.episode(index)
+        n = self.length
+        is_first = np.zeros(n, ep["is_first"].dtype)
+        is_first[0] = True
+        return {
+            "image": np.repeat(ep["image"][step : step + 1], n, axis=0),
+            "action": np.zeros((n, *ep["action"].shape[1:]), ep["action"].dtype),
+            "reward": np.zeros(n, ep["reward"].dtype),
+            "is_first": is_first,
+            "is_terminal": np.zeros(n, ep["is_terminal"].dtype),
+            "mask": np.ones(n, np.float32),
+        }
+
     def sample(self, batch: int) -> dict[str, np.ndarray]:
         picks = self.rng.choice(len(self.indices), size=batch, p=self.probs)
         items = []
@@ -79,7 +99,10 @@ class SequenceSampler:
             # middle: uniform starts over T-L+1 windows made them ~20x rarer than the middle,
             # and the reward and continuation heads never learnt success.
             start = min(int(self.rng.integers(0, t_len)), max(t_len - self.length, 0))
-            items.append(self.window(index, start, self.length))
+            if self.still_fraction and self.rng.random() < self.still_fraction:
+                items.append(self.still(index, int(self.rng.integers(0, max(t_len - 1, 1)))))
+            else:
+                items.append(self.window(index, start, self.length))
         return {k: np.stack([it[k] for it in items]) for k in items[0]}
 
     def state_dict(self) -> dict[str, Any]:

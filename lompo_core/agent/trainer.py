@@ -151,7 +151,12 @@ class Trainer:
             )
         torch.manual_seed(cfg.seed + 7919 * (r + 1))
         self.sampler = SequenceSampler(
-            self.dataset, self.train_idx, cfg.world.length, [cfg.seed, r], cfg.data.cache_episodes
+            self.dataset,
+            self.train_idx,
+            cfg.world.length,
+            [cfg.seed, r],
+            cfg.data.cache_episodes,
+            still_fraction=cfg.world.still_fraction,
         )
         # The prior head of each step is shared by all ranks, as in one big batch.
         self.head_rng = np.random.default_rng([cfg.seed, 1_000_003])

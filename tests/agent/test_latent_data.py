@@ -40,6 +40,24 @@ def test_final_frames_are_sampled_as_often_as_the_middle(tiny_dataset):
     assert windows_with_terminal >= uniform, (windows_with_terminal, uniform)
 
 
+def test_still_windows_hold_one_frame_under_zero_actions_and_only_where_asked(tiny_dataset):
+    ds = EpisodeDataset(tiny_dataset)
+    idx = list(range(len(ds)))
+    plain = SequenceSampler(ds, idx, 8, seed=0).sample(64)
+    same = SequenceSampler(ds, idx, 8, seed=0, still_fraction=0.0).sample(64)
+    assert all((plain[k] == same[k]).all() for k in plain)
+    batch = SequenceSampler(ds, idx, 8, seed=0, still_fraction=0.5).sample(400)
+    held = (batch["image"] == batch["image"][:, :1]).all(axis=(1, 2, 3, 4))
+    held &= (batch["action"] == 0).all(axis=(1, 2))
+    assert 0.4 < held.mean() < 0.6, held.mean()
+    assert batch["is_first"][held, 0].all() and not batch["is_first"][held, 1:].any()
+    assert not batch["reward"][held].any() and not batch["is_terminal"][held].any()
+    assert batch["mask"][held].all()
+    # A held frame is never an episode's last (its success): at rest, nothing ends.
+    last = {ds.load(i)["image"][-1].tobytes() for i in idx}
+    assert not any(batch["image"][i, 0].tobytes() in last for i in held.nonzero()[0])
+
+
 def _model() -> tuple[WorldModel, Actor]:
     torch.manual_seed(0)
     cfg = ModelConfig(depth=4, deter=16, stoch=4, hidden=16, heads=3)
