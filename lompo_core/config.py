@@ -131,6 +131,10 @@ class AgentConfig:
     successful_only: bool = False
     horizon: int = 5
     rollout_batch: int = 3200  # start states per rollout batch
+    # The share of rollout starts that are training frames at rest (rollout.rest_states) instead
+    # of the dataset's moving states: where the policy, run on the robot, has stopped. 0: the
+    # reference's starts.
+    rest_starts: float = 0.0
     rollout_every: int = 200  # agent updates between two rollout batches
     model_buffer_min: int = 50_000  # model transitions before the first update (capped by capacity)
     buffer_capacity: int = 0  # 0: as many transitions as the dataset holds
@@ -452,6 +456,10 @@ def validate(cfg: Config) -> None:
         ),
         (cfg.agent.horizon >= 1, "agent.horizon must be at least 1"),
         (cfg.world.select in ("last", "heldout"), "world.select must be last or heldout"),
+        (
+            0.0 <= cfg.agent.rest_starts <= 1.0,
+            f"agent.rest_starts={cfg.agent.rest_starts!r} must be in [0, 1]",
+        ),
         (
             0.0 <= cfg.world.still_fraction < 1.0,
             f"world.still_fraction={cfg.world.still_fraction!r} must be in [0, 1)",

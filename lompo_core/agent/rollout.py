@@ -49,6 +49,38 @@ def encode_dataset(
     return n
 
 
+@torch.no_grad()
+def rest_states(
+    wm: WorldModel,
+    dataset: EpisodeDataset,
+    indices: list[int],
+    steps: int,
+    chunk: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """Feats [N, F] of the episodes' frames at rest: every frame but an episode's last (its
+    success) held still for ``steps`` posterior steps under zero actions, from a fresh state
+    (posterior means, as ``encode_dataset``). The logs show the arm moving nearly everywhere; a
+    policy on the robot can stop anywhere, and these are the states it then starts again from."""
+    feats = []
+    for i in indices:
+        image = torch.as_tensor(dataset.load(i)["image"][:-1], device=device)
+        for s in range(0, len(image), chunk):
+            embed = wm.encoder(image[s : s + chunk])
+            n = embed.shape[0]
+            is_first = torch.zeros(n, steps, dtype=torch.bool, device=device)
+            is_first[:, 0] = True
+            out = wm.rssm.observe(
+                embed[:, None].expand(n, steps, embed.shape[-1]),
+                torch.zeros(n, steps, dataset.action_dim, device=device),
+                is_first,
+                [0] * steps,
+                sample=False,
+            )
+            feats.append(torch.cat([out["stoch"][:, -1], out["deter"][:, -1]], -1))
+    return torch.cat(feats) if feats else torch.zeros(0, wm.feat_dim, device=device)
+
+
 def transitions(dataset: EpisodeDataset, indices: list[int]) -> int:
     """How many transitions ``encode_dataset`` stores for episodes ``indices``."""
     return int(sum(max(int(dataset.lengths[i]) - 1, 0) for i in indices))

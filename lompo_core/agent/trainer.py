@@ -25,6 +25,7 @@ from lompo_core.agent.rollout import (
     encode_episodes,
     model_rollouts,
     penalty_offset,
+    rest_states,
     transitions,
 )
 from lompo_core.agent.sac import SAC, speed_limit
@@ -46,6 +47,8 @@ from lompo_core.errors import DatasetError, LompoError
 from lompo_core.model.world_model import WorldModel
 
 CONFIG_FILE, DATASET_FILE, METRICS_FILE = "config.yaml", "dataset.json", "metrics.jsonl"
+# Posterior steps a frame is held still for to make a rest start (agent.rest_starts).
+REST_STEPS = 8
 
 
 def _start_file(name: str) -> bool:
@@ -165,6 +168,7 @@ class Trainer:
         self.agent_step = 0
         self.real: LatentBuffer | None = None
         self._u_offset: float | None = None
+        self._rest: torch.Tensor | None = None
         self.best_eval = -1.0  # eval success of checkpoints/best.pt (-1: none yet)
         # The score of checkpoints/offline.pt: its select_metric, negated where lower is better.
         self.best_offline = -float("inf")
@@ -542,9 +546,28 @@ class Trainer:
             )
         return self._u_offset
 
+    def _rest_starts(self, n: int) -> torch.Tensor:
+        """``n`` start states drawn from the training frames at rest (``rest_states``), which are
+        computed once from the world model the policy phase learns in."""
+        if self._rest is None:
+            t0 = time.time()
+            self._rest = rest_states(
+                self.wm,
+                self.dataset,
+                self.encode_idx,
+                REST_STEPS,
+                self.cfg.agent.encode_chunk,
+                self.device,
+            )
+            self.log(f"{len(self._rest)} dataset frames at rest ({time.time() - t0:.0f} s)")
+        return self._rest[torch.randint(len(self._rest), (n,), device=self.device)]
+
     def _rollout_batch(self) -> dict[str, float]:
         c = self.cfg.agent
-        starts = self.real.sample(c.rollout_batch)["feat"]
+        n_rest = int(round(c.rollout_batch * c.rest_starts))
+        starts = self.real.sample(c.rollout_batch - n_rest)["feat"]
+        if n_rest:
+            starts = torch.cat([starts, self._rest_starts(n_rest)])
         u_offset = self._penalty_offset()
         return model_rollouts(
             self.wm,

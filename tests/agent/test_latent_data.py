@@ -16,6 +16,7 @@ from lompo_core.agent.rollout import (
     latent_step,
     model_rollouts,
     penalty_offset,
+    rest_states,
 )
 from lompo_core.agent.sac import SAC, Actor, speed_limit
 from lompo_core.agent.select import heldout_signals, imagined_success, open_loop_success
@@ -56,6 +57,21 @@ def test_still_windows_hold_one_frame_under_zero_actions_and_only_where_asked(ti
     # A held frame is never an episode's last (its success): at rest, nothing ends.
     last = {ds.load(i)["image"][-1].tobytes() for i in idx}
     assert not any(batch["image"][i, 0].tobytes() in last for i in held.nonzero()[0])
+
+
+def test_rest_states_are_the_filter_of_each_frame_held_still_but_the_last(tiny_dataset):
+    ds = EpisodeDataset(tiny_dataset)
+    wm, _ = _model()
+    idx = [0, 1]
+    rest = rest_states(wm, ds, idx, 5, 3, torch.device("cpu"))
+    assert rest.shape == (sum(int(ds.lengths[i]) - 1 for i in idx), wm.feat_dim)
+    ep = ds.load(1)
+    t = int(ds.lengths[1]) // 2
+    held = torch.as_tensor(ep["image"][t : t + 1]).expand(5, 64, 64, 3)
+    post = wm.encode_episode(held, torch.zeros(5, 3), 64, sample=False)
+    assert torch.allclose(rest[int(ds.lengths[0]) - 1 + t], post.feat()[-1], atol=1e-5)
+    # A frame held longer is another state: the count of still steps matters.
+    assert not torch.allclose(rest[0], rest_states(wm, ds, [0], 2, 3, torch.device("cpu"))[0])
 
 
 def _model() -> tuple[WorldModel, Actor]:

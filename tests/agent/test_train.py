@@ -127,6 +127,19 @@ def test_no_rollouts_zero_penalty_and_conservative_variants(tiny_dataset, tmp_pa
     assert gap and all(np.isfinite(gap)), gap
 
 
+def test_still_windows_and_rest_starts_train_and_resume_exactly(tiny_dataset, tmp_path):
+    over = ["world.still_fraction=0.25", "agent.rest_starts=0.5"]
+    logs: list[str] = []
+    ref = _finish(tiny_dataset, tmp_path / "ref", over, log=logs.append)
+    assert any("frames at rest" in m for m in logs)
+    assert ref.sampler.still_fraction == 0.25
+    # Cut in the policy phase: the resumed run computes the rest states again, and exactly.
+    _finish(tiny_dataset, tmp_path / "cut", over, stop_at=45)
+    resumed = _finish(tiny_dataset, tmp_path / "cut", over)
+    a, b = ref.params_for_check(), resumed.params_for_check()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_policy_step_loads_from_a_run(tiny_dataset, tmp_path):
     t = _finish(tiny_dataset, tmp_path / "run")
     step, info = load_policy_step(tmp_path / "run")
