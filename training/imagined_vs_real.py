@@ -5,25 +5,24 @@
 
 A research diagnostic (it needs the simulator, so a robot team cannot run it; nothing in
 training reads it). The checkpoint's acting policy runs in the sim as exported (posterior means,
-the actor's mode; no controller), and on each episode three readings of the same world model are
+the actor's mode; no controller), and on each episode these readings of the same world model are
 compared with what really happened:
 
 - ``read``: the continuation head on the real frames (posterior-filtered): the largest P(success)
   it reads anywhere in the episode. High in a failed episode: the success detector errs on the
   states the policy visits.
 - ``openloop``: from every 10th real state, the model replays the policy's actual remaining
-  actions (a random prior head per step, 8 draws) and accumulates the continuation head's
-  P(success): the model's forecast for the action sequence that really ran. High in a failed
-  episode: the dynamics imagine those actions closing the drawer.
-- ``closedloop``: the same from the same states with the policy acting in imagination (60 steps,
-  ``select.imagined_success``, the run's own ``offline/model_success``).
-- ``idle``: the same from the same states with the hand held still (zero action, for the held-out
-  signals' ``agent.select_horizon`` steps, 15 in the presets). High in a failed episode: the
-  model expects a success that no motion makes, and a reward paid per imagined step pays the
-  policy for staying where it is.
-- ``reverse``: the same with the policy's own action at that state reversed and held. As high
-  as ``idle`` in a failed episode: the model imagines the success whatever the hand does there,
-  so the policy's action has no value to it.
+  actions (a random prior head per step, 8 draws): the share of draws in which an imagined step
+  ends in success as in the rollouts (P(end) above ``agent.success_threshold``). High in a failed
+  episode: the model imagines those actions closing the drawer.
+- ``closedloop``: the policy acting in imagination from the same states (60 steps,
+  ``select.imagined_success``, the run's own ``offline/model_success``: P(end) accumulated).
+- ``idle``: as ``openloop`` with the hand held still (zero action, for the held-out signals'
+  ``agent.select_horizon`` steps, 15 in the presets). High in a failed episode: the model ends
+  the episode in success where no motion does, and pays the policy for staying where it is.
+- ``push``: the same with a steady push towards the closed drawer (+0.4 on the y axis, the
+  drawer's axis in the sim). High where ``idle`` is low: the model knows the drawer needs a push.
+- ``reverse``: the same with the policy's own action at that state reversed and held.
 
 Per episode also the hand's height and the drawer handle's final y (Meta-World's observation;
 the drawer is closed at ~0.69) and the mean |action|. ``--figure`` draws one episode's real
@@ -55,6 +54,7 @@ KEYS = (
     "openloop",
     "closedloop",
     "idle",
+    "push",
     "reverse",
     "u",
     "hand_z",
@@ -91,19 +91,20 @@ def replay(
     samples: int,
     g: torch.Generator,
 ) -> torch.Tensor:
-    """P(success) per start state [N] within the imagined steps of ``actions`` [N, H, A]
-    replayed from ``feat`` [N, F] (a random prior head per step and draw)."""
+    """The share of draws per start state [N] in which an imagined step of ``actions``
+    [N, H, A], replayed from ``feat`` [N, F] (a random prior head per step and draw), ends in
+    success as a model rollout's step does (``WorldModel.ends`` at the run's threshold). Not the
+    continuation head's P(end) summed over the steps: a state read at P(end) 0.1 adds up to 0.8
+    over 15 steps without any imagined motion."""
     s_dim = cfg.model.stoch
     f = feat.repeat_interleave(samples, 0)
     actions = actions.repeat_interleave(samples, 0)
     state = State(f[:, :s_dim], f[:, s_dim:])
-    alive, success = torch.ones(len(f)), torch.zeros(len(f))
+    ended = torch.zeros(len(f), dtype=torch.bool)
     for j in range(actions.shape[1]):
         state, _ = latent_step(wm, state, actions[:, j], cfg.agent.penalty, generator=g)
-        p_end = 1.0 - wm.cont_prob(state.feat())
-        success += alive * p_end
-        alive = alive * (1.0 - p_end)
-    return success.view(-1, samples).mean(1)
+        ended |= wm.ends(state.feat(), cfg.agent.success_threshold)
+    return ended.float().view(-1, samples).mean(1)
 
 
 def readings(wm: WorldModel, cfg: Config, actor: torch.nn.Module, ep: dict, g) -> dict:
@@ -112,6 +113,8 @@ def readings(wm: WorldModel, cfg: Config, actor: torch.nn.Module, ep: dict, g) -
     openloop = [replay(wm, cfg, feat[i : i + 1], action[i:][None], 8, g) for i in starts]
     still = torch.zeros(len(starts), cfg.agent.select_horizon, action.shape[-1])
     back = -action[starts][:, None].expand(-1, cfg.agent.select_horizon, -1)
+    push = still.clone()
+    push[..., 1] = 0.4
     hand, handle = np.array(ep["hand"]), np.array(ep["handle"])
     return {
         "success": ep["success"],
@@ -120,6 +123,7 @@ def readings(wm: WorldModel, cfg: Config, actor: torch.nn.Module, ep: dict, g) -
         "openloop": float(torch.cat(openloop).mean()),
         "closedloop": imagined_success(wm, actor, feat[starts], 60, 8, cfg.agent.penalty),
         "idle": float(replay(wm, cfg, feat[starts], still, 8, g).mean()),
+        "push": float(replay(wm, cfg, feat[starts], push, 8, g).mean()),
         "reverse": float(replay(wm, cfg, feat[starts], back, 8, g).mean()),
         "u": float(np.mean(ep["u"])),
         "hand_z": float(hand[:, 2].mean()),

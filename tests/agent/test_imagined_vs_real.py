@@ -14,9 +14,7 @@ from lompo_core.config import Config
 from lompo_core.model.world_model import WorldModel
 
 
-def test_replayed_actions_accumulate_the_continuation_heads_success(
-    tiny_dataset, tmp_path, training_script
-):
+def test_replayed_actions_end_where_a_rollout_step_ends(tiny_dataset, tmp_path, training_script):
     run = tmp_path / "run"
     assert cli_main(["train", "--dataset", str(tiny_dataset), "--run", str(run), "--preset",
                      "debug", "agent.steps=10"]) == 0  # fmt: skip
@@ -26,13 +24,19 @@ def test_replayed_actions_accumulate_the_continuation_heads_success(
     script = training_script("imagined_vs_real")
     feat, actions = torch.zeros(2, wm.feat_dim), torch.zeros(2, 4, 3)
     g = torch.Generator().manual_seed(0)
+
+    def share(p_end: float) -> list[float]:
+        wm.cont[-1].bias.fill_(float(torch.logit(torch.tensor(1.0 - p_end))))
+        return script.replay(wm, cfg, feat, actions, 3, g).tolist()
+
     with torch.no_grad():
         wm.cont[-1].weight.zero_()
-        wm.cont[-1].bias.fill_(-30.0)  # every imagined step ends: success at the first
-        assert script.replay(wm, cfg, feat, actions, 3, g).tolist() == [1.0, 1.0]
-        wm.cont[-1].bias.fill_(float(torch.logit(torch.tensor(0.75))))  # 1/4 ends per step
-        p = script.replay(wm, cfg, feat, actions, 3, g)
-    torch.testing.assert_close(p, torch.full((2,), 1.0 - 0.75**4))
+        assert share(0.99) == [1.0, 1.0]
+        # P(end) 0.25 on every step: no rollout step ends (the sum over 4 steps would be 0.68).
+        assert share(0.25) == [0.0, 0.0]
+        assert share(0.55) == [1.0, 1.0]
+        cfg.agent.success_threshold = 0.6
+        assert share(0.55) == [0.0, 0.0]
 
 
 def test_episodes_are_read_and_the_figure_drawn_in_the_sim(
@@ -53,7 +57,7 @@ def test_episodes_are_read_and_the_figure_drawn_in_the_sim(
     lines = capsys.readouterr().out.splitlines()
     row = json.loads(lines[0])
     assert row["seed"] == 2000 and 1 <= row["steps"] <= 150
-    for key in ("read", "openloop", "closedloop", "idle", "reverse"):
+    for key in ("read", "openloop", "closedloop", "idle", "push", "reverse"):
         assert 0.0 <= row[key] <= 1.0
     assert lines[-1].startswith(("successful episodes: 1", "failed episodes: 1"))
     image = cv2.imread(str(figure))
