@@ -135,6 +135,11 @@ class AgentConfig:
     # of the dataset's moving states: where the policy, run on the robot, has stopped. 0: the
     # reference's starts.
     rest_starts: float = 0.0
+    # Updates of a refit of the continuation head at the policy phase's start, on the training
+    # episodes' posterior means (WorldModel.refit_cont), the states the policy reads; the
+    # rollouts' ends, the success reward and the held-out signals then read the refitted head.
+    # 0: the model phase's head, as in the reference.
+    refit_end_steps: int = 0
     rollout_every: int = 200  # agent updates between two rollout batches
     model_buffer_min: int = 50_000  # model transitions before the first update (capped by capacity)
     buffer_capacity: int = 0  # 0: as many transitions as the dataset holds
@@ -459,6 +464,10 @@ def validate(cfg: Config) -> None:
         (
             0.0 <= cfg.agent.rest_starts <= 1.0,
             f"agent.rest_starts={cfg.agent.rest_starts!r} must be in [0, 1]",
+        ),
+        (
+            cfg.agent.refit_end_steps >= 0,
+            f"agent.refit_end_steps={cfg.agent.refit_end_steps!r} must be >= 0",
         ),
         (
             0.0 <= cfg.world.still_fraction < 1.0,

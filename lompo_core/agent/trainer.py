@@ -526,6 +526,8 @@ class Trainer:
             self.wm, self.dataset, self.encode_idx, self.real, c.encode_chunk, self.device
         )
         self.log(f"encoded {n} dataset transitions with the posterior ({time.time() - t0:.0f} s)")
+        if c.refit_end_steps:
+            self._refit_end()
         if c.rollouts and c.real_fraction < 1.0:
             self.model_buf = self._new_buffer(0)
             want = min(c.model_buffer_min, self.model_buf.capacity)
@@ -533,6 +535,24 @@ class Trainer:
                 self._rollout_batch()
             self.log(f"model buffer: {len(self.model_buf)} penalised rollout transitions")
         self.phase = "agent"
+
+    def _refit_end(self) -> None:
+        """Refit the continuation head on the real buffer (the training episodes' posterior
+        means); the agent checkpoints carry the refitted head in the world model's weights."""
+        t0, real = time.time(), self.real.data
+        n = len(self.real)
+        m = self.wm.refit_cont(
+            real["next_feat"][:n],
+            real["terminal"][:n],
+            self.cfg.agent.refit_end_steps,
+            self.cfg.seed,
+        )
+        self._write_metrics("agent", m)
+        self.log(
+            f"continuation head refitted on {n} posterior-mean transitions: reads "
+            f"{m['refit/ends_read']:.0%} of their ends, {m['refit/false_ends']:.2%} of the rest "
+            f"as ends ({time.time() - t0:.0f} s)"
+        )
 
     def _penalty_offset(self) -> float:
         c = self.cfg.agent

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from lompo_core.config import ModelConfig
 from lompo_core.model.dists import bernoulli_log_prob, gaussian_kl, unit_normal_log_prob
 from lompo_core.model.networks import Decoder, Encoder, image_to_input, mlp
 from lompo_core.model.rssm import RSSM, State
+
+# In a refit of the continuation head (WorldModel.refit_cont) an episode's end, about one
+# transition in a hundred in the drawer data, counts this many times in the loss.
+REFIT_END_WEIGHT = 4.0
 
 
 class WorldModel(nn.Module):
@@ -113,3 +118,43 @@ class WorldModel(nn.Module):
         ``threshold``): where model rollouts stop and the held-out signals count an imagined or
         real success."""
         return self.cont_prob(feat) < 1.0 - threshold
+
+    def refit_cont(
+        self,
+        feat: torch.Tensor,
+        terminal: torch.Tensor,
+        steps: int,
+        seed: int,
+        batch: int = 256,
+        lr: float = 3e-4,
+    ) -> dict[str, float]:
+        """Fit the continuation head afresh on ``feat`` [N, F] (``terminal`` [N], 1 where the
+        episode ends): ``steps`` Adam updates on batches drawn with ``seed``, an end weighted
+        ``REFIT_END_WEIGHT``. The global random stream is left as it was.
+
+        The model phase fits the head on posterior samples of short windows; the policy reads it
+        on posterior means of whole episodes (``encode_dataset``, the exported filter). Fitted on
+        those, it reads a drawer at rest short of closed as not ended (docs/training.md)."""
+        end = terminal.reshape(-1) > 0.5
+        target = (~end).to(feat.dtype)  # the head's output is the logit of P(continue)
+        weight = 1.0 + (REFIT_END_WEIGHT - 1.0) * end.to(feat.dtype)
+        g = torch.Generator().manual_seed(seed)
+        with torch.random.fork_rng(devices=[]), torch.enable_grad():
+            torch.manual_seed(seed)
+            for m in self.cont.modules():
+                if isinstance(m, nn.Linear):
+                    m.reset_parameters()
+            opt = torch.optim.Adam(self.cont.parameters(), lr=lr)
+            for _ in range(steps):
+                i = torch.randint(len(feat), (batch,), generator=g).to(feat.device)
+                logits = self.cont(feat[i]).squeeze(-1)
+                loss = F.binary_cross_entropy_with_logits(logits, target[i], weight[i])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        ends = self.ends(feat)
+        return {
+            "refit/loss": float(loss.detach()) if steps else float("nan"),
+            "refit/ends_read": float(ends[end].float().mean()) if end.any() else float("nan"),
+            "refit/false_ends": float(ends[~end].float().mean()) if (~end).any() else 0.0,
+        }

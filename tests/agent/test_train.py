@@ -63,7 +63,7 @@ def test_resume_continues_exactly_as_the_uninterrupted_run(tiny_dataset, tmp_pat
     # Interrupted in the model phase (after checkpoints 10 and 20), then in the policy phase
     # (after 30 and 40); each resume starts from the last checkpoint and redoes what was lost.
     _finish(tiny_dataset, run, stop_at=25)
-    assert Path((run / "checkpoints" / "last.pt").readlink()).name == "ckpt-00000020.pt"
+    assert Path((run / "checkpoints" / "last.pt").readlink()).name == "ckpt-00000030.pt"
     _finish(tiny_dataset, run, stop_at=47)
     logs: list[str] = []
     resumed = _finish(tiny_dataset, run, log=logs.append)
@@ -127,12 +127,22 @@ def test_no_rollouts_zero_penalty_and_conservative_variants(tiny_dataset, tmp_pa
     assert gap and all(np.isfinite(gap)), gap
 
 
-def test_still_windows_and_rest_starts_train_and_resume_exactly(tiny_dataset, tmp_path):
-    over = ["world.still_fraction=0.25", "agent.rest_starts=0.5"]
+def test_still_windows_rest_starts_and_a_refitted_end_train_and_resume_exactly(
+    tiny_dataset, tmp_path
+):
+    over = ["world.still_fraction=0.25", "agent.rest_starts=0.5", "agent.refit_end_steps=50"]
     logs: list[str] = []
     ref = _finish(tiny_dataset, tmp_path / "ref", over, log=logs.append)
     assert any("frames at rest" in m for m in logs)
+    assert any("continuation head refitted on" in m for m in logs)
     assert ref.sampler.still_fraction == 0.25
+    # The agent checkpoints carry the refitted head; the rest of the world model is the model
+    # phase's, as in the same run without the refit.
+    plain = _finish(tiny_dataset, tmp_path / "plain", over[:2])
+    last = torch.load(tmp_path / "ref/checkpoints/last.pt", weights_only=False)["world_model"]
+    for k, v in plain.wm.state_dict().items():
+        assert torch.equal(v, last[k]) != k.startswith("cont."), k
+    assert 0.0 <= _metrics(tmp_path / "ref", "refit/false_ends")[0] <= 1.0
     # Cut in the policy phase: the resumed run computes the rest states again, and exactly.
     _finish(tiny_dataset, tmp_path / "cut", over, stop_at=45)
     resumed = _finish(tiny_dataset, tmp_path / "cut", over)

@@ -156,3 +156,24 @@ def test_detach_heads_keeps_the_success_heads_from_shaping_the_state(detach):
     pairs = zip(with_heads[:n_enc], without_heads[:n_enc], strict=True)
     moved = sum(float((g1 - g0).abs().sum()) for g1, g0 in pairs)
     assert (moved == 0.0) == detach
+
+
+def test_refit_cont_learns_the_ends_given_and_leaves_the_rest_as_it_was():
+    wm = WorldModel(_cfg(), 3)
+    g = torch.Generator().manual_seed(1)
+    feat = torch.randn(2000, wm.feat_dim, generator=g)
+    terminal = (feat[:, 0] > 2.0).float()  # ~2% ends, on one side of a plane
+    before = {k: v.clone() for k, v in wm.state_dict().items()}
+    rng = torch.get_rng_state()
+    m = wm.refit_cont(feat, terminal, 400, seed=3)
+    assert torch.equal(torch.get_rng_state(), rng)
+    changed = {k for k, v in wm.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith("cont.") for k in changed)
+    ends = wm.ends(feat)
+    assert m["refit/ends_read"] == float(ends[terminal > 0].float().mean()) > 0.8
+    assert m["refit/false_ends"] == float(ends[terminal == 0].float().mean()) < 0.02
+    again = WorldModel(_cfg(), 3)
+    again.load_state_dict(before)
+    again.refit_cont(feat, terminal, 400, seed=3)
+    pairs = zip(again.cont.parameters(), wm.cont.parameters(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
