@@ -97,6 +97,11 @@ class AgentConfig:
     batch: int = 512  # real + model transitions per update
     real_fraction: float = 0.5  # 1:1 mix; 1.0 (or rollouts: false) trains on real data only
     actor_lr: float = 3e-4
+    # The share of the policy phase, at its end, over which the actor's learning rate falls
+    # linearly to 0 (IQL anneals its actor's, with a cosine): the checkpoints of the last third
+    # then differ little, and the actor stops following a critic that keeps climbing late.
+    # 0: constant, as in the reference.
+    actor_lr_decay: float = 0.0
     critic_lr: float = 3e-4
     alpha_lr: float = 3e-4
     init_alpha: float = 0.1
@@ -464,6 +469,10 @@ def validate(cfg: Config) -> None:
         (
             0.0 <= cfg.agent.rest_starts <= 1.0,
             f"agent.rest_starts={cfg.agent.rest_starts!r} must be in [0, 1]",
+        ),
+        (
+            0.0 <= cfg.agent.actor_lr_decay <= 1.0,
+            f"agent.actor_lr_decay={cfg.agent.actor_lr_decay!r} must be in [0, 1]",
         ),
         (
             cfg.agent.refit_end_steps >= 0,

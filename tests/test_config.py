@@ -57,6 +57,7 @@ def test_bad_values_are_refused(item):
         ("world.select=best", "world.select must be last or heldout"),
         ("world.still_fraction=1", "world.still_fraction=1.0 must be in [0, 1)"),
         ("agent.rest_starts=1.5", "agent.rest_starts=1.5 must be in [0, 1]"),
+        ("agent.actor_lr_decay=1.5", "agent.actor_lr_decay=1.5 must be in [0, 1]"),
         ("agent.refit_end_steps=-1", "agent.refit_end_steps=-1 must be >= 0"),
         ("agent.select=best", "agent.select must be last, offline or average"),
         ("world.check_stride=0", "world.check_stride and world.check_samples must be at least 1"),

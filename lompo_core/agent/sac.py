@@ -175,6 +175,15 @@ class SAC(nn.Module):
         """The state-dict prefix of ``acting_actor``'s weights, for readers of a checkpoint."""
         return "actor_ema." if cfg.actor_ema > 0 else "actor."
 
+    def actor_lr(self, step: int) -> float:
+        """The actor's learning rate at policy update ``step`` (0-based): ``actor_lr``, falling
+        linearly to 0 over the last ``actor_lr_decay`` share of ``steps``."""
+        c = self.cfg
+        span = c.actor_lr_decay * c.steps
+        if span <= 0:
+            return c.actor_lr
+        return c.actor_lr * min(1.0, max(c.steps - step, 0) / span)
+
     def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         c = self.cfg
         return {

@@ -621,7 +621,12 @@ class Trainer:
                 batch = self.real.sample(n_real)
                 if self.model_buf is not None:
                     batch = cat_batches(batch, self.model_buf.sample(c.batch - n_real))
+                if c.actor_lr_decay:
+                    lr = self.sac.actor_lr(self.agent_step)
+                    self.agent_opt["actor"].param_groups[0]["lr"] = lr
                 metrics = self.sac.update(batch, self.agent_opt, n_real)
+                if c.actor_lr_decay:
+                    metrics["agent/actor_lr"] = torch.tensor(lr)
                 self.agent_step += 1
                 mean.add(metrics)
                 bar.update(1)

@@ -150,6 +150,24 @@ def test_still_windows_rest_starts_and_a_refitted_end_train_and_resume_exactly(
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_the_actor_lr_decays_to_zero_over_the_last_share_and_resumes_exactly(
+    tiny_dataset, tmp_path
+):
+    over = ["agent.actor_lr_decay=0.5"]  # debug: 30 updates, constant for 15, then linear
+    ref = _finish(tiny_dataset, tmp_path / "ref", over)
+    assert [ref.sac.actor_lr(s) for s in (0, 14, 15, 20, 29, 30)] == pytest.approx(
+        [3e-4, 3e-4, 3e-4, 2e-4, 2e-5, 0.0]
+    )
+    logged = _metrics(tmp_path / "ref", "agent/actor_lr")  # means over 5 updates each
+    assert logged == pytest.approx([3e-4, 3e-4, 3e-4, 2.6e-4, 1.6e-4, 6e-5])
+    assert ref.agent_opt["critic"].param_groups[0]["lr"] == 3e-4
+    _finish(tiny_dataset, tmp_path / "cut", over, stop_at=52)
+    resumed = _finish(tiny_dataset, tmp_path / "cut", over)
+    a, b = ref.params_for_check(), resumed.params_for_check()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not _metrics(_finish(tiny_dataset, tmp_path / "flat").run_dir, "agent/actor_lr")
+
+
 def test_policy_step_loads_from_a_run(tiny_dataset, tmp_path):
     t = _finish(tiny_dataset, tmp_path / "run")
     step, info = load_policy_step(tmp_path / "run")
