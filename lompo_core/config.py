@@ -205,6 +205,12 @@ class AgentConfig:
     # acting policy (held-out signals, sim evaluation, export) is the average, which smooths the
     # swings between neighbouring checkpoints. Rollouts keep the learning actor.
     actor_ema: float = 0.0
+    # The share of the policy phase, at its end, in which the acting actor is the uniform average
+    # of the learning actor over the updates of that share so far (SWA, Izmailov et al. 2018), not
+    # its Polyak average: every checkpoint there acts with the average since the share began, and
+    # a late drift of the learning actor weighs as little as any other stretch of it. Needs
+    # actor_ema > 0 (the acting copy). 0: the Polyak average throughout.
+    actor_swa: float = 0.0
     # Which checkpoint `lompo export` takes by default: "last"; "offline" (the one with the best
     # held-out signal `select_metric`, kept as checkpoints/offline.pt; signals come from the
     # held-out episodes (data.holdout) alone, at every agent checkpoint); or "average" (the
@@ -444,6 +450,11 @@ def validate(cfg: Config) -> None:
         (0.0 < cfg.agent.success_threshold < 1.0, "agent.success_threshold must be in (0, 1)"),
         (cfg.agent.bc_weight >= 0.0, "agent.bc_weight must be >= 0"),
         (0.0 <= cfg.agent.actor_ema < 1.0, "agent.actor_ema must be in [0, 1)"),
+        (
+            0.0 <= cfg.agent.actor_swa <= 1.0
+            and (cfg.agent.actor_swa == 0 or cfg.agent.actor_ema > 0),
+            f"agent.actor_swa={cfg.agent.actor_swa!r} must be in [0, 1], and needs agent.actor_ema > 0",
+        ),
         (
             cfg.agent.cql_weight >= 0.0 and cfg.agent.cql_samples >= 0,
             "agent.cql_weight and agent.cql_samples must be >= 0",

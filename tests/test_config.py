@@ -58,6 +58,7 @@ def test_bad_values_are_refused(item):
         ("world.still_fraction=1", "world.still_fraction=1.0 must be in [0, 1)"),
         ("agent.rest_starts=1.5", "agent.rest_starts=1.5 must be in [0, 1]"),
         ("agent.actor_lr_decay=1.5", "agent.actor_lr_decay=1.5 must be in [0, 1]"),
+        ("agent.actor_swa=1.5", "agent.actor_swa=1.5 must be in [0, 1], and needs agent.actor_ema"),
         ("agent.refit_end_steps=-1", "agent.refit_end_steps=-1 must be >= 0"),
         ("agent.select=best", "agent.select must be last, offline or average"),
         ("world.check_stride=0", "world.check_stride and world.check_samples must be at least 1"),
@@ -105,3 +106,8 @@ def test_user_overrides_come_after_the_algo_and_bad_algos_are_refused():
         resolve("cpu", ["algo=bc", "agent.rollouts=true"])
     with pytest.raises(LompoError, match="agent.learner must be one of sac, bc"):
         resolve("cpu", ["agent.learner=cql"])
+
+
+def test_an_average_over_the_last_share_needs_the_acting_copy():
+    with pytest.raises(LompoError, match="needs agent.actor_ema > 0"):
+        resolve("cpu", ["agent.actor_ema=0", "agent.actor_swa=0.3"])

@@ -198,18 +198,30 @@ class SAC(nn.Module):
         self._fwd = {"actor": wrapper(self.actor), "critic": wrapper(self.critic)}
         self._allreduce = allreduce
 
+    def average_rate(self, step: int) -> float:
+        """How far the acting copy moves towards the learning actor after policy update ``step``
+        (1-based): ``1 - actor_ema``; in the last ``actor_swa`` share of ``steps``, 1/n after its
+        n-th update, which makes the copy the uniform average of the actor over that share."""
+        c = self.cfg
+        start = c.steps - round(c.actor_swa * c.steps)
+        if c.actor_swa > 0 and step > start:
+            return 1.0 / (step - start)
+        return 1.0 - c.actor_ema
+
     def update(
         self,
         batch: dict[str, torch.Tensor],
         opt: dict[str, torch.optim.Optimizer],
         n_real: int | None = None,
+        step: int = 0,
     ) -> dict[str, torch.Tensor]:
-        """One step of critics, actor and temperature. The first ``n_real`` transitions (all when
-        None) are the dataset's: the behaviour term (``bc_weight``) reads only them."""
+        """One step of critics, actor and temperature, the ``step``-th (1-based; it sets the
+        acting copy's rate, ``average_rate``). The first ``n_real`` transitions (all when None)
+        are the dataset's: the behaviour term (``bc_weight``) reads only them."""
         c = self.cfg
         n_real = len(batch["feat"]) if n_real is None else n_real
         if c.learner == "bc":
-            return self._bc_update(batch, opt)
+            return self._bc_update(batch, opt, step)
         feat, action, reward = batch["feat"], batch["action"], batch["reward"]
         next_feat, terminal = batch["next_feat"], batch["terminal"]
         alpha = self.log_alpha.exp().detach()
@@ -263,7 +275,7 @@ class SAC(nn.Module):
         opt["alpha"].step()
 
         _polyak(self.critic_target, self.critic, c.tau)
-        self._update_ema()
+        self._update_ema(step)
         return conservative | {
             "agent/critic_loss": critic_loss.detach(),
             "agent/actor_loss": actor_loss.detach(),
@@ -299,7 +311,7 @@ class SAC(nn.Module):
         return tuple(q[:m] for q in qs), sum(gap(q) for q in qs)
 
     def _bc_update(
-        self, batch: dict[str, torch.Tensor], opt: dict[str, torch.optim.Optimizer]
+        self, batch: dict[str, torch.Tensor], opt: dict[str, torch.optim.Optimizer], step: int
     ) -> dict[str, torch.Tensor]:
         """Behaviour cloning: the acting action (the mode) regressed onto the logged one. The
         critics and the temperature stay as initialised."""
@@ -309,12 +321,12 @@ class SAC(nn.Module):
         bc.backward()
         nn.utils.clip_grad_norm_(self.actor.parameters(), self.cfg.grad_clip)
         opt["actor"].step()
-        self._update_ema()
+        self._update_ema(step)
         return {"agent/actor_loss": bc.detach(), "agent/bc_mse": bc.detach()}
 
-    def _update_ema(self) -> None:
+    def _update_ema(self, step: int) -> None:
         if self.cfg.actor_ema > 0:
-            _polyak(self.actor_ema, self.actor, 1.0 - self.cfg.actor_ema)
+            _polyak(self.actor_ema, self.actor, self.average_rate(step))
 
 
 @torch.no_grad()

@@ -624,7 +624,7 @@ class Trainer:
                 if c.actor_lr_decay:
                     lr = self.sac.actor_lr(self.agent_step)
                     self.agent_opt["actor"].param_groups[0]["lr"] = lr
-                metrics = self.sac.update(batch, self.agent_opt, n_real)
+                metrics = self.sac.update(batch, self.agent_opt, n_real, self.agent_step + 1)
                 if c.actor_lr_decay:
                     metrics["agent/actor_lr"] = torch.tensor(lr)
                 self.agent_step += 1

@@ -506,6 +506,25 @@ def test_bc_learner_regresses_the_mode_onto_the_logged_actions_and_leaves_the_cr
     assert all(torch.equal(v, sac.critic.state_dict()[k]) for k, v in critic.items())
 
 
+def test_the_acting_actor_is_the_uniform_average_over_the_swa_share():
+    batch = _sac_batch()
+    torch.manual_seed(0)
+    cfg = AgentConfig(hidden=16, actor_layers=2, critic_layers=2, steps=8, actor_ema=0.9,
+                      actor_swa=0.375)  # fmt: skip
+    sac = SAC(cfg, 20, 3)
+    opt = sac.make_optimizers()
+    assert [sac.average_rate(s) for s in range(1, 9)] == pytest.approx(
+        [0.1] * 5 + [1, 1 / 2, 1 / 3]
+    )
+    learnt = []
+    for step in range(1, 9):
+        sac.update(batch, opt, step=step)
+        learnt.append(torch.cat([p.detach().flatten() for p in sac.actor.parameters()]))
+    acting = torch.cat([p.flatten() for p in sac.actor_ema.parameters()])
+    torch.testing.assert_close(acting, torch.stack(learnt[5:]).mean(0))  # updates 6, 7 and 8
+    assert not torch.allclose(acting, learnt[-1])
+
+
 def test_behaviour_term_on_successes_reads_only_the_successful_episodes_transitions():
     batch = _sac_batch()
     n = len(batch["feat"])

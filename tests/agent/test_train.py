@@ -63,7 +63,7 @@ def test_resume_continues_exactly_as_the_uninterrupted_run(tiny_dataset, tmp_pat
     # Interrupted in the model phase (after checkpoints 10 and 20), then in the policy phase
     # (after 30 and 40); each resume starts from the last checkpoint and redoes what was lost.
     _finish(tiny_dataset, run, stop_at=25)
-    assert Path((run / "checkpoints" / "last.pt").readlink()).name == "ckpt-00000030.pt"
+    assert Path((run / "checkpoints" / "last.pt").readlink()).name == "ckpt-00000020.pt"
     _finish(tiny_dataset, run, stop_at=47)
     logs: list[str] = []
     resumed = _finish(tiny_dataset, run, log=logs.append)
@@ -150,10 +150,10 @@ def test_still_windows_rest_starts_and_a_refitted_end_train_and_resume_exactly(
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_the_actor_lr_decays_to_zero_over_the_last_share_and_resumes_exactly(
-    tiny_dataset, tmp_path
-):
-    over = ["agent.actor_lr_decay=0.5"]  # debug: 30 updates, constant for 15, then linear
+def test_the_actor_lr_decay_and_the_last_share_average_resume_exactly(tiny_dataset, tmp_path):
+    # debug: 30 updates; the rate constant for 15, then linear; the acting copy the uniform
+    # average of the last 10 (the cut at 52 lies in both)
+    over = ["agent.actor_lr_decay=0.5", "agent.actor_ema=0.9", "agent.actor_swa=0.34"]
     ref = _finish(tiny_dataset, tmp_path / "ref", over)
     assert [ref.sac.actor_lr(s) for s in (0, 14, 15, 20, 29, 30)] == pytest.approx(
         [3e-4, 3e-4, 3e-4, 2e-4, 2e-5, 0.0]
